@@ -1,0 +1,40 @@
+# The two commands a user needs: `make serve` and `make test`. Both install what is missing first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: serve test setup lint pytest bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+## setup: install Hearth in .venv, build llama-server (cached in ~/.cache/hearth), prepare the model
+setup: $(STAMP)
+	$(BIN)/hearth setup
+
+## serve: serve the bundled model at http://127.0.0.1:8080/v1 (pass flags with ARGS="--port 9000")
+serve: setup
+	$(BIN)/hearth serve $(ARGS)
+
+## test: lint, type-check and run the whole test suite against the real engine
+test: setup lint pytest
+
+pytest: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+## bench: Hearth vs llama-server vs llama-cpp-python's server; writes docs/benchmarks.md
+bench: setup
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check 'llama-cpp-python[server]==0.3.36'
+	$(BIN)/python bench/throughput.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,36 @@
+"""GET /health (the process is alive) and GET /ready (its models' engines are loaded)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from hearth import __version__
+from hearth.api.services import services_of
+from hearth.engines.supervisor import EngineState
+
+router = APIRouter()
+
+
+@router.get("/health", summary="Liveness")
+async def health() -> dict[str, Any]:
+    return {"status": "ok", "version": __version__}
+
+
+@router.get("/ready", summary="Readiness: every model's engine is loaded")
+async def ready(request: Request) -> JSONResponse:
+    models: dict[str, Any] = {}
+    for deployment in services_of(request).catalogue.deployments():
+        supervisor = deployment.supervisor
+        models[deployment.name] = {
+            "state": supervisor.state.value,
+            "restarts": supervisor.restarts,
+            "last_error": supervisor.last_error,
+        }
+    all_ready = all(m["state"] == EngineState.READY.value for m in models.values())
+    return JSONResponse(
+        {"status": "ready" if all_ready else "not_ready", "models": models},
+        status_code=200 if all_ready else 503,
+    )

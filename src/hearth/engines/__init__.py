@@ -1,0 +1,1 @@
+"""Engines: processes Hearth starts, health-checks, restarts and stops, one launcher per kind."""

@@ -1,0 +1,181 @@
+"""Building llama-server from the llama.cpp tree inside the pinned llama-cpp-python sdist.
+
+The result is one static binary cached under the tools folder, keyed by source version and
+machine, so a second `hearth setup` (or CI on the same machine) costs nothing. A lock file keeps
+two concurrent set-ups from building at once; the binary is moved into place only when complete,
+so an interrupted build never leaves a half-written engine behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from hearth.engines.llama_cpp.locate import (
+    BINARY_NAME,
+    LLAMA_CPP_PYTHON_VERSION,
+    build_key,
+    engine_version,
+    tools_binary,
+)
+from hearth.errors import SetupError
+
+# AMX kernels are left out: on AMX-capable CPUs under virtualisation (as on our CI machines)
+# ggml_backend_amx_mul_mat segfaults during the warm-up decode. GCC keeps explicit -mno-* flags
+# even though ggml adds -march=native later. AVX2/AVX-512 kernels and weight repacking stay on.
+_NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+CMAKE_FLAGS = [
+    "-DCMAKE_BUILD_TYPE=Release",
+    f"-DCMAKE_C_FLAGS={_NO_AMX}",
+    f"-DCMAKE_CXX_FLAGS={_NO_AMX}",
+    "-DBUILD_SHARED_LIBS=OFF",  # one self-contained binary: easy to cache and move
+    "-DLLAMA_CURL=OFF",  # Hearth downloads models itself
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+]
+
+_PERCENT = re.compile(r"^\[\s*(\d+)%\]")
+
+# Progress callback: (stage description, percent done or None).
+Progress = Callable[[str, int | None], None]
+
+
+def _no_progress(stage: str, percent: int | None) -> None:
+    pass
+
+
+@contextmanager
+def _build_lock(tools_dir: Path) -> Iterator[None]:
+    tools_dir.mkdir(parents=True, exist_ok=True)
+    with (tools_dir / f".{build_key()}.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_llama_server(
+    tools_dir: Path, *, jobs: int | None = None, progress: Progress = _no_progress
+) -> Path:
+    """Return the cached llama-server, building it first if it is missing or broken."""
+    target = tools_binary(tools_dir)
+    with _build_lock(tools_dir):
+        if target.is_file():
+            try:
+                engine_version(target)
+                return target
+            except SetupError:
+                pass  # a broken binary is rebuilt
+        _check_toolchain()
+        build_root = tools_dir / "build"
+        build_root.mkdir(parents=True, exist_ok=True)
+        for stale in build_root.glob("tmp*"):  # left by a build that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        log_path = build_root / f"{build_key()}.log"
+        with tempfile.TemporaryDirectory(dir=build_root) as workdir:
+            source = _fetch_sources(Path(workdir), log_path, progress)
+            built = _compile(source, log_path, jobs or os.cpu_count() or 2, progress)
+            _install(built, target)
+        engine_version(target)
+        return target
+
+
+def _check_toolchain() -> None:
+    missing = [tool for tool in ("cmake", "c++", "make") if shutil.which(tool) is None]
+    if missing:
+        raise SetupError(
+            f"building llama-server needs {', '.join(missing)}; install them "
+            "(Debian/Ubuntu: apt-get install cmake build-essential) and run `hearth setup` again"
+        )
+
+
+def _run_logged(
+    cmd: list[str], log_path: Path, cwd: Path | None, on_line: Callable[[str], None]
+) -> None:
+    with log_path.open("a", encoding="utf-8") as log_file:
+        log_file.write(f"\n$ {' '.join(cmd)}\n")
+        log_file.flush()
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                log_file.write(line)
+                on_line(line)
+            code = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    if code != 0:
+        raise SetupError(f"`{' '.join(cmd[:3])} …` failed (exit {code}); see {log_path}")
+
+
+def _fetch_sources(workdir: Path, log_path: Path, progress: Progress) -> Path:
+    progress(f"downloading llama-cpp-python {LLAMA_CPP_PYTHON_VERSION} sources", None)
+    _run_logged(
+        [
+            sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+            "--disable-pip-version-check", "-d", str(workdir),
+            f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}",
+        ],
+        log_path, None, lambda line: None,
+    )  # fmt: skip
+    archives = list(workdir.glob("llama_cpp_python-*.tar.gz"))
+    if not archives:
+        raise SetupError(f"pip download gave no llama-cpp-python source archive; see {log_path}")
+    progress("unpacking sources", None)
+    with tarfile.open(archives[0]) as archive:
+        archive.extractall(workdir, filter="data")
+    trees = list(workdir.glob("llama_cpp_python-*/vendor/llama.cpp"))
+    if not trees or not (trees[0] / "CMakeLists.txt").is_file():
+        raise SetupError("the llama-cpp-python archive has no vendor/llama.cpp tree")
+    return trees[0]
+
+
+def _compile(source: Path, log_path: Path, jobs: int, progress: Progress) -> Path:
+    build_dir = source / "build"
+    progress("configuring llama.cpp (cmake)", None)
+    _run_logged(["cmake", "-B", str(build_dir), *CMAKE_FLAGS], log_path, source, lambda line: None)
+
+    def on_line(line: str) -> None:
+        match = _PERCENT.match(line)
+        if match:
+            progress(f"compiling llama-server with {jobs} jobs", int(match.group(1)))
+
+    progress(f"compiling llama-server with {jobs} jobs", 0)
+    _run_logged(
+        ["cmake", "--build", str(build_dir), "--target", BINARY_NAME, "-j", str(jobs)],
+        log_path, source, on_line,
+    )  # fmt: skip
+    built = build_dir / "bin" / BINARY_NAME
+    if not built.is_file():
+        raise SetupError(f"the build finished but {built} is missing; see {log_path}")
+    return built
+
+
+def _install(built: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.copy2(built, partial)
+    partial.chmod(0o755)
+    partial.replace(target)
+    info = {
+        "llama_cpp_python": LLAMA_CPP_PYTHON_VERSION,
+        "cmake_flags": CMAKE_FLAGS,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    (target.parent.parent / "build-info.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -1,0 +1,55 @@
+"""The llama-server command line for one model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.resources import as_file, files
+from pathlib import Path
+
+from hearth.config import EngineSettings
+from hearth.engines.base import Capabilities, EngineCommand
+
+
+def bundled_template(name: str) -> Path:
+    """Path of a chat template shipped in this package (installed as a plain file)."""
+    resource = files("hearth.engines.llama_cpp").joinpath("templates", f"{name}.jinja")
+    with as_file(resource) as path:
+        return Path(path)
+
+
+@dataclass(frozen=True)
+class LlamaServerLauncher:
+    binary: Path
+    model_path: Path
+    alias: str
+    settings: EngineSettings
+    chat_template_file: Path | None = None
+    capabilities: Capabilities = field(default=Capabilities(chat=True, completion=True, tools=True))
+    kind: str = "llama.cpp"
+
+    def command(self, host: str, port: int) -> EngineCommand:
+        s = self.settings
+        argv = [
+            str(self.binary),
+            "--model", str(self.model_path),
+            "--alias", self.alias,
+            "--host", host,
+            "--port", str(port),
+            "--ctx-size", str(s.ctx_size),
+            "--parallel", str(s.parallel),
+            "--cont-batching",
+            "--metrics",
+            "--no-webui",
+        ]  # fmt: skip
+        if s.threads is not None:
+            argv += ["--threads", str(s.threads)]
+        if s.gpu_layers is not None:
+            argv += ["--gpu-layers", str(s.gpu_layers)]
+        if self.chat_template_file is not None:
+            # Jinja templating must be given a template *file*: in this llama.cpp build a bare
+            # `--chat-template gemma` is read as the template text and every prompt becomes "gemma".
+            argv += ["--jinja", "--chat-template-file", str(self.chat_template_file)]
+        else:
+            argv += ["--jinja"]
+        argv += s.extra_args
+        return EngineCommand(argv=argv, health_path="/health")

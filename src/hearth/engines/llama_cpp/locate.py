@@ -1,0 +1,82 @@
+"""Finding the llama-server binary: HEARTH_LLAMA_SERVER, then PATH, then Hearth's tools folder."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from hearth.errors import SetupError
+
+# llama.cpp is taken from this llama-cpp-python source distribution, which vendors a full tree.
+LLAMA_CPP_PYTHON_VERSION = "0.3.36"
+BINARY_NAME = "llama-server"
+
+
+def build_key() -> str:
+    """Cache key of a built engine: source version, build flags, and the machine it was built for.
+
+    Changing the build flags changes the key, so a cached binary built the old way is not reused.
+    """
+    from hearth.engines.llama_cpp.build import CMAKE_FLAGS
+
+    flags = hashlib.sha256("\0".join(CMAKE_FLAGS).encode()).hexdigest()[:8]
+    system = f"{platform.system().lower()}-{platform.machine()}"
+    return f"llama.cpp-{LLAMA_CPP_PYTHON_VERSION}-{flags}-{system}"
+
+
+def tools_binary(tools_dir: Path) -> Path:
+    return tools_dir / build_key() / "bin" / BINARY_NAME
+
+
+@dataclass(frozen=True)
+class LocatedBinary:
+    path: Path
+    source: Literal["setting", "PATH", "tools"]
+
+
+def locate_llama_server(configured: Path | None, tools_dir: Path) -> LocatedBinary:
+    if configured is not None:
+        if not (configured.is_file() and os.access(configured, os.X_OK)):
+            raise SetupError(
+                f"llama_server is set to {configured} (HEARTH_LLAMA_SERVER or config), "
+                "which is not an executable file; fix the path or unset it to use the built one"
+            )
+        return LocatedBinary(configured, "setting")
+    on_path = shutil.which(BINARY_NAME)
+    if on_path:
+        return LocatedBinary(Path(on_path), "PATH")
+    built = tools_binary(tools_dir)
+    if built.is_file() and os.access(built, os.X_OK):
+        return LocatedBinary(built, "tools")
+    raise SetupError(
+        "llama-server was not found (not set by HEARTH_LLAMA_SERVER, not on PATH, "
+        f"not in {built}). "
+        "Run `hearth setup` to build it from source (about 6 minutes on 2 cores), "
+        "or set HEARTH_LLAMA_SERVER to an existing llama-server binary."
+    )
+
+
+_VERSION_LINE = re.compile(r"version:\s*(.+)")
+
+
+def engine_version(binary: Path) -> str:
+    """What `llama-server --version` reports, e.g. '1 (0c1e570)'."""
+    try:
+        result = subprocess.run(
+            [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SetupError(f"cannot run {binary} --version: {exc}") from None
+    output = result.stdout + result.stderr
+    match = _VERSION_LINE.search(output)
+    if result.returncode != 0 or not match:
+        last = output.strip().splitlines()[-1:] or ["no output"]
+        raise SetupError(f"{binary} --version failed (exit {result.returncode}): {last[0]}")
+    return match.group(1).strip()

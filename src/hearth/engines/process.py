@@ -1,0 +1,169 @@
+"""One engine child process: spawn with its output in a log file, probe readiness, stop cleanly.
+
+The child gets its own process group (so a terminal's Ctrl-C reaches Hearth, which then stops
+engines in order) and, on Linux, a parent-death signal, so killing Hearth with SIGKILL does not
+leave engines running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from hearth.engines.base import EngineCommand
+from hearth.errors import HearthError
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+LOG_ROTATE_BYTES = 20 * 1024 * 1024
+
+
+class EngineStartError(HearthError):
+    """The engine exited or never became healthy while loading."""
+
+
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A pre-exec hook asking Linux to SIGKILL the child when Hearth dies, for any reason."""
+    if not sys.platform.startswith("linux"):
+        return None
+    parent = os.getpid()
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def hook() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return hook
+
+
+def _open_log(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.stat().st_size > LOG_ROTATE_BYTES:
+        path.replace(path.with_name(path.name + ".1"))
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a log file, for error messages."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - 16384))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def describe_exit(code: int) -> str:
+    """'exited with code 1' or 'was killed by SIGSEGV' (negative codes are signals)."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class EngineProcess:
+    """A running engine. Create, `start()`, `wait_ready()`, then `wait()` or `stop()`."""
+
+    def __init__(self, command: EngineCommand, host: str, port: int, log_path: Path) -> None:
+        self.command = command
+        self.host = host
+        self.port = port
+        self.log_path = log_path
+        self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc else None
+
+    async def start(self) -> None:
+        log_fd = _open_log(self.log_path)
+        try:
+            now = time.strftime("%Y-%m-%d %H:%M:%S")
+            os.write(log_fd, f"\n==== {now} starting: {' '.join(self.command.argv)}\n".encode())
+            self._proc = await asyncio.create_subprocess_exec(
+                *self.command.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=asyncio.subprocess.STDOUT,
+                env={**os.environ, **self.command.env},
+                start_new_session=True,
+                preexec_fn=_die_with_parent_hook(),
+            )
+        except OSError as exc:
+            raise EngineStartError(f"cannot run {self.command.argv[0]}: {exc.strerror}") from None
+        finally:
+            os.close(log_fd)
+        log.debug("engine pid %s started on port %s", self._proc.pid, self.port)
+
+    async def wait_ready(self, client: httpx.AsyncClient, timeout: float) -> None:
+        """Poll the health endpoint until it answers 200; fail early if the process exits."""
+        assert self._proc is not None
+        url = self.base_url + self.command.health_path
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            if self._proc.returncode is not None:
+                raise EngineStartError(
+                    f"engine {describe_exit(self._proc.returncode)} while loading "
+                    f"(log: {self.log_path}); its last lines:\n{tail(self.log_path)}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                response = await client.get(url, timeout=2.0)
+                if response.status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise EngineStartError(f"engine did not become ready within {timeout:.0f}s")
+            # Sleep on the process too, so an early exit is seen at once.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._proc.wait()), delay)
+            delay = min(delay * 2, 0.5)
+
+    async def wait(self) -> int:
+        assert self._proc is not None
+        return await self._proc.wait()
+
+    async def stop(self, grace: float) -> None:
+        """SIGTERM the process group, then SIGKILL it after `grace` seconds."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        self._signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), grace)
+        except TimeoutError:
+            log.warning("engine pid %s ignored SIGTERM for %.0fs; killing it", proc.pid, grace)
+            self._signal(signal.SIGKILL)
+            await proc.wait()
+
+    def kill_now(self) -> None:
+        """Synchronous last resort, for interpreter exit."""
+        if self._proc is not None and self._proc.returncode is None:
+            self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        assert self._proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, sig)

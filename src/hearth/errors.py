@@ -1,0 +1,109 @@
+"""Hearth's one exception tree. `hearth.api.errors` maps it to HTTP in the OpenAI error shape.
+
+HearthError
+├── ConfigError              settings or environment are wrong; raised at start, never over HTTP
+├── SetupError               something Hearth needs is missing (engine binary, model file)
+└── APIError                 carries an HTTP status and an OpenAI error type/code
+    ├── InvalidRequest       400  the request is malformed or out of range
+    ├── RequestTooLarge      413  the body exceeds max_request_bytes
+    ├── ModelNotFound        404  no model of that name in the catalogue
+    ├── UpstreamStatusError  4xx/5xx relayed: the engine or upstream refused the request
+    └── EngineError          5xx  the engine could not answer
+        ├── EngineUnavailable  503  not ready (loading, restarting, failed to start)
+        ├── EngineCrashed      502  the connection to the engine broke mid-request
+        └── EngineTimeout      504  the engine took longer than upstream_timeout
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class HearthError(Exception):
+    """Base of every error Hearth raises on purpose."""
+
+
+class ConfigError(HearthError):
+    """The settings are invalid; the message names the key and its source."""
+
+
+class SetupError(HearthError):
+    """A required part is missing; the message says how to get it."""
+
+
+class APIError(HearthError):
+    status_code = 500
+    error_type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def to_body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequest(APIError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class RequestTooLarge(APIError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class ModelNotFound(APIError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+    def __init__(self, model: str, available: list[str]) -> None:
+        names = ", ".join(available) or "none"
+        super().__init__(
+            f"The model '{model}' does not exist. Available models: {names}.", param="model"
+        )
+
+
+class UpstreamStatusError(APIError):
+    """An engine answered with an error status; its message is relayed, its status kept."""
+
+    def __init__(self, status_code: int, message: str, error_type: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        if error_type:
+            self.error_type = error_type
+        elif status_code < 500:
+            self.error_type = "invalid_request_error"
+
+
+class EngineError(APIError):
+    status_code = 502
+    error_type = "server_error"
+
+
+class EngineUnavailable(EngineError):
+    status_code = 503
+    code = "engine_unavailable"
+
+
+class EngineCrashed(EngineError):
+    status_code = 502
+    code = "engine_crashed"
+
+
+class EngineTimeout(EngineError):
+    status_code = 504
+    code = "engine_timeout"

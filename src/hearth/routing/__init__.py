@@ -1,0 +1,1 @@
+"""Routing: which deployment answers a request for a public model name."""

@@ -1,0 +1,1 @@
+"""Talking to engines and remote upstreams over HTTP."""

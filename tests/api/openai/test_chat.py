@@ -1,0 +1,248 @@
+"""/v1/chat/completions through a real `hearth serve` and the real engine, with the openai SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from support.hearth_server import HearthServer, StartHearth
+
+MODEL = "gemma-3-270m"
+
+
+def client(server: HearthServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
+
+
+def test_chat_answers_with_usage_and_the_public_model_name(hearth: HearthServer) -> None:
+    reply = client(hearth).chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Name a colour."}],
+        max_tokens=8,
+        temperature=0,
+    )
+    assert reply.model == MODEL
+    assert reply.object == "chat.completion"
+    assert reply.choices[0].message.role == "assistant"
+    assert reply.choices[0].finish_reason in {"stop", "length"}
+    assert reply.usage is not None
+    assert reply.usage.prompt_tokens > 0
+    assert 0 < reply.usage.completion_tokens <= 8
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+
+def test_message_content_reaches_the_model(hearth: HearthServer) -> None:
+    """With a broken template every prompt is the same few tokens whatever the messages say."""
+    llm = client(hearth)
+
+    def prompt_tokens(text: str) -> int:
+        reply = llm.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": text}], max_tokens=1
+        )
+        assert reply.usage is not None
+        return reply.usage.prompt_tokens
+
+    short = prompt_tokens("Hi.")
+    long = prompt_tokens("Hi. " + "Tell me about the history of bread baking in Europe. " * 10)
+    assert long > short + 50
+
+
+def test_same_seed_same_answer(hearth: HearthServer) -> None:
+    llm = client(hearth)
+    answers = {
+        llm.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Write a word."}],
+            max_tokens=12,
+            temperature=1.0,
+            seed=1234,
+        )
+        .choices[0]
+        .message.content
+        for _ in range(2)
+    }
+    assert len(answers) == 1
+
+
+def test_stream_relays_chunks_and_ends_with_usage(hearth: HearthServer) -> None:
+    stream = client(hearth).chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Count from one to ten."}],
+        max_tokens=24,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    )
+    chunks = list(stream)
+    content_chunks = [c for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(content_chunks) > 5, "tokens should arrive as separate chunks, not one buffered blob"
+    assert all(c.model == MODEL for c in chunks)
+    usage_chunks = [c for c in chunks if c.usage is not None]
+    assert usage_chunks, "include_usage asks for a final usage chunk"
+    usage = usage_chunks[-1].usage
+    assert usage is not None
+    assert usage.completion_tokens == 24
+    finish = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    assert finish == ["length"]
+
+
+def test_first_chunk_arrives_before_generation_ends(hearth: HearthServer) -> None:
+    """Streams are relayed as they are generated, not buffered until the end."""
+    with httpx.stream(
+        "POST",
+        f"{hearth.base_url}/v1/chat/completions",
+        json={
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Tell a long story."}],
+            "max_tokens": 200,
+            "ignore_eos": True,
+            "stream": True,
+        },
+        timeout=60,
+    ) as response:
+        started = time.monotonic()
+        lines = response.iter_lines()
+        first = next(line for line in lines if line.startswith("data: "))
+        first_at = time.monotonic() - started
+        rest = [line for line in lines if line.startswith("data: ")]
+        total = time.monotonic() - started
+    assert '"choices"' in first
+    assert rest[-1] == "data: [DONE]"
+    assert first_at < total / 3
+
+
+def test_tools_are_accepted_and_answered(hearth: HearthServer) -> None:
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather for a city",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+    ]
+    reply = client(hearth).chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=tools,  # type: ignore[arg-type]
+        max_tokens=32,
+        temperature=0,
+    )
+    choice = reply.choices[0]
+    # A 270M base model may or may not call the tool; either way the answer is well formed.
+    assert choice.message.content is not None or choice.message.tool_calls
+    assert reply.usage is not None and reply.usage.prompt_tokens > 20
+
+
+def test_json_response_format_gives_json(hearth: HearthServer) -> None:
+    reply = client(hearth).chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Give a JSON object with a name."}],
+        response_format={"type": "json_object"},
+        max_tokens=40,
+        temperature=0,
+    )
+    content = reply.choices[0].message.content or ""
+    assert content.lstrip().startswith("{")
+
+
+async def test_eight_concurrent_requests_all_succeed(hearth: HearthServer) -> None:
+    llm = openai.AsyncOpenAI(base_url=f"{hearth.base_url}/v1", api_key="unused", max_retries=0)
+
+    async def one(i: int) -> int:
+        reply = await llm.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": f"Request number {i}."}],
+            max_tokens=16,
+            extra_body={"ignore_eos": True},
+        )
+        assert reply.usage is not None
+        return reply.usage.completion_tokens
+
+    try:
+        assert await asyncio.gather(*(one(i) for i in range(8))) == [16] * 8
+    finally:
+        await llm.close()
+
+
+def _slots_busy(engine_url: str) -> int:
+    slots = httpx.get(f"{engine_url}/slots", timeout=5).json()
+    return sum(1 for slot in slots if slot.get("is_processing"))
+
+
+def test_client_disconnect_stops_generation(start_hearth: StartHearth) -> None:
+    server = start_hearth()
+    engine_url = _engine_url(server)
+    with httpx.stream(
+        "POST",
+        f"{server.base_url}/v1/chat/completions",
+        json={
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Write forever."}],
+            "max_tokens": 4000,
+            "ignore_eos": True,
+            "stream": True,
+        },
+        timeout=60,
+    ) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                break
+        assert _slots_busy(engine_url) == 1
+    # Hanging up must free the engine's slot long before 4000 tokens could be generated.
+    deadline = time.monotonic() + 10
+    while _slots_busy(engine_url) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _slots_busy(engine_url) == 0
+
+
+def test_engine_killed_mid_stream_fails_cleanly_then_recovers(start_hearth: StartHearth) -> None:
+    server = start_hearth()
+    llm = client(server)
+    (engine_pid,) = server.engine_pids()
+    stream = llm.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Write a long essay."}],
+        max_tokens=2000,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )
+    received = 0
+    with pytest.raises(openai.APIError) as caught:
+        for _chunk in stream:
+            received += 1
+            if received == 3:
+                os.kill(engine_pid, signal.SIGKILL)
+    assert received >= 3
+    assert "stopped while answering" in caught.value.message
+
+    # The supervisor restarts the engine; the next request waits for it and succeeds.
+    reply = llm.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hello again."}], max_tokens=4
+    )
+    assert reply.choices[0].message.content is not None
+    assert server.engine_pids() != [engine_pid]
+    ready = httpx.get(f"{server.base_url}/ready", timeout=5).json()
+    assert ready["models"][MODEL]["restarts"] == 1
+
+
+def _engine_url(server: HearthServer) -> str:
+    """The engine's own URL, read from its command line (tests only: users never need it)."""
+    (pid,) = server.engine_pids()
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    port = argv[argv.index(b"--port") + 1].decode()
+    return f"http://127.0.0.1:{port}"

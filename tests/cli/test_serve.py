@@ -1,0 +1,69 @@
+"""`hearth serve` as a process: clean shutdown, no orphaned engines, clear start-up errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from support.hearth_server import StartHearth
+
+
+def _gone(pid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+            # A zombie still answers kill(0); it is dead for our purposes once reaped or Z.
+            if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+                return True
+        except (ProcessLookupError, FileNotFoundError):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_sigterm_stops_the_engine_and_exits_cleanly(start_hearth: StartHearth) -> None:
+    server = start_hearth()
+    (engine,) = server.engine_pids()
+    assert server.stop() == 0
+    assert _gone(engine, within=5)
+    assert "stopping engines" in server.log()
+
+
+def test_sigkill_of_hearth_leaves_no_orphaned_engine(start_hearth: StartHearth) -> None:
+    server = start_hearth()
+    (engine,) = server.engine_pids()
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait()
+    assert _gone(engine, within=5), "the engine outlived a SIGKILLed Hearth"
+
+
+def test_engine_output_goes_to_a_log_file_in_the_data_dir(start_hearth: StartHearth) -> None:
+    server = start_hearth()
+    log = (server.data_dir / "logs" / "gemma-3-270m.log").read_text()
+    assert "starting:" in log  # Hearth's header with the command line
+    assert "llama" in log.lower()  # the engine's own output
+
+
+def test_missing_engine_binary_is_a_clear_error(tmp_path: Path) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("HEARTH_")},
+        "PATH": "/usr/bin:/bin",
+        "XDG_CACHE_HOME": str(tmp_path / "empty-cache"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "hearth", "serve", "--data-dir", str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "llama-server was not found" in result.stderr
+    assert "hearth setup" in result.stderr
+    assert "Traceback" not in result.stderr

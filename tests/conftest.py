@@ -1,0 +1,89 @@
+"""Fixtures shared by every test: an isolated environment, the real engine binary, the bundled
+model prepared once per session, and a factory that starts a real `hearth serve` process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hearth.config import default_cache_dir
+from hearth.engines.llama_cpp.locate import locate_llama_server
+from hearth.errors import SetupError
+from hearth.models.bundled import bundled_model_path, ensure_bundled_model
+from support.hearth_server import HearthServer, StartHearth
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's HEARTH_* settings or writes to their real data folder."""
+    for name in list(os.environ):
+        if name.startswith("HEARTH_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+
+
+@pytest.fixture(scope="session")
+def llama_server_binary() -> Path:
+    """The real llama-server that `make test` builds (or finds) before running the tests."""
+    configured = os.environ.get("HEARTH_LLAMA_SERVER")
+    try:
+        found = locate_llama_server(
+            Path(configured) if configured else None, default_cache_dir() / "tools"
+        )
+    except SetupError as exc:
+        pytest.fail(f"the engine is needed for this test: {exc}")
+    return found.path
+
+
+@pytest.fixture(scope="session")
+def bundled_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    models_dir = tmp_path_factory.mktemp("models")
+    ensure_bundled_model(models_dir)
+    return models_dir
+
+
+def link_bundled_model(bundled_model_dir: Path, data_dir: Path) -> None:
+    """Give a fresh data folder the already-assembled model (hard links: no copy, no wait)."""
+    models = data_dir / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    source = bundled_model_path(bundled_model_dir)
+    for path in (source, source.with_name(source.name + ".sha256")):
+        target = models / path.name
+        if not target.exists():
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copy2(path, target)
+
+
+@pytest.fixture(scope="session")
+def start_hearth(
+    tmp_path_factory: pytest.TempPathFactory, llama_server_binary: Path, bundled_model_dir: Path
+) -> Iterator[StartHearth]:
+    """Factory: start a `hearth serve` with its own data folder; all are stopped at the end."""
+    servers: list[HearthServer] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, ready: bool = True) -> HearthServer:
+        data_dir = tmp_path_factory.mktemp("hearth-data")
+        link_bundled_model(bundled_model_dir, data_dir)
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTH_")}
+        base_env["HEARTH_LLAMA_SERVER"] = str(llama_server_binary)
+        server = HearthServer(data_dir, {**base_env, **(env or {})}, list(args))
+        servers.append(server)
+        if ready:
+            server.wait_ready()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def hearth(start_hearth: StartHearth) -> HearthServer:
+    """One shared server for tests that do not disturb it."""
+    return start_hearth()

@@ -1,0 +1,48 @@
+"""The llama-server build step: idempotent, and clear about what is missing.
+
+A full build takes ~6 minutes, so it runs in `make setup` (before the tests), not in a test; here
+the cache hit and the failure paths are checked.
+"""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from hearth.engines.llama_cpp import build
+from hearth.engines.llama_cpp.locate import tools_binary
+from hearth.errors import SetupError
+
+
+def test_a_cached_binary_is_reused_without_building(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cached = tools_binary(tmp_path)
+    cached.parent.mkdir(parents=True)
+    cached.write_text("#!/bin/sh\necho 'version: 7 (cafe)'\n")
+    cached.chmod(cached.stat().st_mode | stat.S_IEXEC)
+
+    def no_fetch(*args: object) -> Path:
+        raise AssertionError("a cached engine must not be rebuilt")
+
+    monkeypatch.setattr(build, "_fetch_sources", no_fetch)
+    assert build.ensure_llama_server(tmp_path) == cached
+
+
+def test_missing_toolchain_is_named_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(SetupError, match=r"needs cmake.*apt-get install cmake build-essential"):
+        build.ensure_llama_server(tmp_path / "tools")
+
+
+def test_the_engine_that_make_setup_built_is_the_cached_one(llama_server_binary: Path) -> None:
+    """`make test` runs `hearth setup` first; unless a binary was configured or is on PATH, the
+    one the tests use is the cached build, with its build record beside it."""
+    if llama_server_binary != tools_binary(llama_server_binary.parents[2]):
+        pytest.skip(f"using a llama-server from elsewhere: {llama_server_binary}")
+    info = llama_server_binary.parents[1] / "build-info.json"
+    assert "llama_cpp_python" in info.read_text()
