@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+
 from support.hearth_server import HearthServer, StartHearth
 
 MODEL = "gemma-3-270m"
@@ -52,7 +53,7 @@ def assert_openai_error(response: httpx.Response, status: int, *fragments: str) 
         ),
         (
             json.dumps({"model": MODEL, "messages": "hello"}).encode(),
-            ["'messages'", "valid list"],
+            ["'messages'", "valid array"],
             "messages",
         ),
     ],

@@ -29,9 +29,12 @@ def _gone(pid: int, within: float) -> bool:
 def test_sigterm_stops_the_engine_and_exits_cleanly(start_hearth: StartHearth) -> None:
     server = start_hearth()
     (engine,) = server.engine_pids()
-    assert server.stop() == 0
+    # uvicorn re-raises the signal after its graceful shutdown, so the exit reads as SIGTERM.
+    assert server.stop() in (0, -signal.SIGTERM)
     assert _gone(engine, within=5)
-    assert "stopping engines" in server.log()
+    log = server.log()
+    assert "stopping engines" in log
+    assert "Application shutdown complete" in log
 
 
 def test_sigkill_of_hearth_leaves_no_orphaned_engine(start_hearth: StartHearth) -> None:

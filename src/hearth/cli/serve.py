@@ -13,6 +13,7 @@ from hearth.api.app import create_app
 from hearth.cli.options import settings_from, settings_options
 from hearth.engines.llama_cpp.locate import locate_llama_server
 from hearth.errors import SetupError
+from hearth.models.bundled import ensure_bundled_model
 
 
 @click.command()
@@ -37,6 +38,8 @@ def serve(
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         binary = locate_llama_server(settings.llama_server, settings.tools_dir)
+        # First run only (~2 s): done here so a failure is a message, not a lifespan traceback.
+        ensure_bundled_model(settings.models_dir)
     except SetupError as exc:
         raise click.ClickException(str(exc)) from None
     base = f"http://{settings.host}:{settings.port}"

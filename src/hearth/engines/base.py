@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -39,3 +39,7 @@ class Launcher(Protocol):
     def capabilities(self) -> Capabilities: ...
 
     def command(self, host: str, port: int) -> EngineCommand: ...
+
+    def prepare_request(self, body: dict[str, Any]) -> None:
+        """Adjust an OpenAI request body, in place, for this engine's quirks."""
+        ...

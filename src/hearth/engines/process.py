@@ -127,15 +127,18 @@ class EngineProcess:
         while True:
             if self._proc.returncode is not None:
                 raise EngineStartError(
-                    f"engine {describe_exit(self._proc.returncode)} while loading "
-                    f"(log: {self.log_path}); its last lines:\n{tail(self.log_path)}"
+                    f"engine {describe_exit(self._proc.returncode)} while loading; "
+                    f"see {self.log_path}\n{tail(self.log_path)}"
                 )
             with contextlib.suppress(httpx.HTTPError):
                 response = await client.get(url, timeout=2.0)
                 if response.status_code == 200:
                     return
             if time.monotonic() > deadline:
-                raise EngineStartError(f"engine did not become ready within {timeout:.0f}s")
+                raise EngineStartError(
+                    f"engine did not become ready within {timeout:.0f}s; see {self.log_path}\n"
+                    f"{tail(self.log_path)}"
+                )
             # Sleep on the process too, so an early exit is seen at once.
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._proc.wait()), delay)

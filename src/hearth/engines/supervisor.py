@@ -70,7 +70,8 @@ class EngineSupervisor:
         self._changed = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
-        self._probe = httpx.AsyncClient(timeout=policy.health_timeout)
+        # Engines are on loopback: never route the probes through a user's HTTP proxy.
+        self._probe = httpx.AsyncClient(timeout=policy.health_timeout, trust_env=False)
 
     @property
     def process(self) -> EngineProcess | None:

@@ -31,6 +31,8 @@ def map_transport_errors(what: str) -> Iterator[None]:
         if isinstance(exc, httpx.ConnectTimeout):
             raise EngineUnavailable(f"{what} did not accept a connection in time") from None
         raise EngineTimeout(f"{what} took too long to answer") from None
+    except httpx.DecodingError:
+        raise EngineCrashed(f"{what} sent a response that could not be decoded") from None
     except httpx.ConnectError:
         raise EngineUnavailable(
             f"{what} is not reachable; it may be restarting, retry shortly"
@@ -46,7 +48,7 @@ def error_from_response(status: int, body: bytes) -> APIError:
     """Relay an upstream error status with the upstream's own message when it gave one."""
     message = body.decode("utf-8", "replace").strip()[:2000] or f"upstream answered HTTP {status}"
     error_type = None
-    with contextlib.suppress(ValueError, AttributeError, TypeError):
+    with contextlib.suppress(ValueError, KeyError, AttributeError, TypeError):
         error = json.loads(body)["error"]
         if isinstance(error, dict):
             message = str(error.get("message") or message)
@@ -119,7 +121,8 @@ class EventStream:
         breaks off or ends without its end marker."""
         pending = b""
         with map_transport_errors(self._what):
-            async for chunk in self._response.aiter_raw():
+            # Decoded bytes: an upstream may compress its stream (Content-Encoding: gzip).
+            async for chunk in self._response.aiter_bytes():
                 pending += chunk
                 end = max(
                     pending.rfind(sep) + len(sep) if sep in pending else 0 for sep in _EVENT_ENDS
@@ -129,9 +132,10 @@ class EventStream:
                     if _has_end_marker(ready):
                         self.finished = True
                     yield ready
-        if pending.strip():
-            if _has_end_marker(pending):
-                self.finished = True
+        # What is left lacks its blank line: relayed only if it is the end marker; anything else
+        # is an incomplete event, which a client must never see (SSE discards it too).
+        if _has_end_marker(pending):
+            self.finished = True
             yield pending + b"\n\n"
         if not self.finished:
             raise EngineCrashed(f"{self._what} ended the stream before it was complete")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -193,17 +194,16 @@ def test_client_disconnect_stops_generation(start_hearth: StartHearth) -> None:
         json={
             "model": MODEL,
             "messages": [{"role": "user", "content": "Write forever."}],
-            "max_tokens": 4000,
+            "max_tokens": 1500,
             "ignore_eos": True,
             "stream": True,
         },
         timeout=60,
     ) as response:
-        for line in response.iter_lines():
-            if line.startswith("data: "):
-                break
-        assert _slots_busy(engine_url) == 1
-    # Hanging up must free the engine's slot long before 4000 tokens could be generated.
+        lines = (line for line in response.iter_lines() if line.startswith("data: "))
+        first = [next(lines) for _ in range(3)]
+        assert _slots_busy(engine_url) == 1, first
+    # Hanging up must free the engine's slot long before 1500 tokens could be generated.
     deadline = time.monotonic() + 10
     while _slots_busy(engine_url) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -240,9 +240,46 @@ def test_engine_killed_mid_stream_fails_cleanly_then_recovers(start_hearth: Star
     assert ready["models"][MODEL]["restarts"] == 1
 
 
+def test_engine_killed_during_a_plain_request_gives_a_clear_error(
+    start_hearth: StartHearth,
+) -> None:
+    server = start_hearth()
+    (engine_pid,) = server.engine_pids()
+    killer = threading.Timer(1.5, os.kill, (engine_pid, signal.SIGKILL))
+    killer.start()
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as caught:
+        client(server).chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Write a long essay."}],
+            max_tokens=2000,
+            extra_body={"ignore_eos": True},
+        )
+    killer.join()
+    assert caught.value.status_code == 502
+    assert "stopped while answering" in caught.value.message
+    assert time.monotonic() - started < 30  # an error, not a hang until the timeout
+
+
 def _engine_url(server: HearthServer) -> str:
     """The engine's own URL, read from its command line (tests only: users never need it)."""
     (pid,) = server.engine_pids()
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     port = argv[argv.index(b"--port") + 1].decode()
     return f"http://127.0.0.1:{port}"
+
+
+def test_logprobs_are_passed_through(hearth: HearthServer) -> None:
+    reply = client(hearth).chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Hello"}],
+        max_tokens=3,
+        logprobs=True,
+        top_logprobs=2,
+        extra_body={"ignore_eos": True},
+    )
+    logprobs = reply.choices[0].logprobs
+    assert logprobs is not None and logprobs.content is not None
+    assert len(logprobs.content) == 3
+    assert all(len(token.top_logprobs) == 2 for token in logprobs.content)
+    assert all(token.logprob <= 0 for token in logprobs.content)

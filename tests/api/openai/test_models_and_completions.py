@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import openai
 import pytest
+
 from support.hearth_server import HearthServer
 
 MODEL = "gemma-3-270m"
@@ -47,3 +48,15 @@ def test_completion_stream_with_usage(hearth: HearthServer) -> None:
     assert text
     usage = [c.usage for c in chunks if c.usage is not None]
     assert usage and usage[-1].completion_tokens == 10
+
+
+def test_stop_sequences_reach_the_engine(hearth: HearthServer) -> None:
+    reply = client(hearth).completions.create(
+        model=MODEL,
+        prompt="1, 2, 3, 4, 5, 6, 7,",
+        max_tokens=30,
+        temperature=0,
+        stop=[","],
+    )
+    assert "," not in reply.choices[0].text
+    assert reply.choices[0].finish_reason == "stop"

@@ -26,9 +26,11 @@ def launcher(binary: Path, model: Path, **engine: object) -> LlamaServerLauncher
 
 
 def test_command_line_uses_jinja_with_a_template_file_never_a_bare_name(tmp_path: Path) -> None:
-    argv = launcher(tmp_path / "llama-server", tmp_path / "m.gguf", parallel=4).command(
-        "127.0.0.1", 5555
-    ).argv
+    argv = (
+        launcher(tmp_path / "llama-server", tmp_path / "m.gguf", parallel=4)
+        .command("127.0.0.1", 5555)
+        .argv
+    )
     assert argv[argv.index("--port") + 1] == "5555"
     assert argv[argv.index("--parallel") + 1] == "4"
     assert argv[argv.index("--alias") + 1] == "gemma-3-270m"
@@ -41,9 +43,11 @@ def test_command_line_uses_jinja_with_a_template_file_never_a_bare_name(tmp_path
 def test_optional_flags_only_when_set(tmp_path: Path) -> None:
     plain = launcher(tmp_path / "ls", tmp_path / "m").command("127.0.0.1", 1).argv
     assert "--threads" not in plain and "--gpu-layers" not in plain
-    tuned = launcher(
-        tmp_path / "ls", tmp_path / "m", threads=3, gpu_layers=99, extra_args=["--mlock"]
-    ).command("127.0.0.1", 1).argv
+    tuned = (
+        launcher(tmp_path / "ls", tmp_path / "m", threads=3, gpu_layers=99, extra_args=["--mlock"])
+        .command("127.0.0.1", 1)
+        .argv
+    )
     assert tuned[tuned.index("--threads") + 1] == "3"
     assert tuned[tuned.index("--gpu-layers") + 1] == "99"
     assert tuned[-1] == "--mlock"
@@ -79,13 +83,13 @@ async def test_real_engine_formats_messages_with_the_gemma_template(engine: str)
     ]
     async with httpx.AsyncClient() as client:
         response = await client.post(f"{engine}/apply-template", json={"messages": messages})
-    prompt = response.json()["prompt"]
-    assert prompt == (
+    # The engine adds <bos> itself when it tokenizes, so the formatted prompt starts at the turn.
+    assert response.json()["prompt"] == (
         "<start_of_turn>user\nYou are terse.\n\nWhat is a zebra?<end_of_turn>\n"
         "<start_of_turn>model\nA striped horse.<end_of_turn>\n"
         "<start_of_turn>user\nAnd a quagga?<end_of_turn>\n"
         "<start_of_turn>model\n"
-    ).join(["<bos>", ""]) or prompt.endswith("<start_of_turn>model\n")
+    )
 
 
 async def test_real_engine_renders_tools_and_tool_turns(engine: str) -> None:
@@ -105,6 +109,20 @@ async def test_real_engine_renders_tools_and_tool_turns(engine: str) -> None:
         )
     assert response.status_code == 200, response.text
     prompt = response.json()["prompt"]
-    assert '"name": "lookup"' in prompt or '"name":"lookup"' in prompt
-    assert "<tool_call>" in prompt
-    assert "<tool_response>found</tool_response>" in prompt
+    assert prompt.startswith("<start_of_turn>user\nYou can call these functions:\n")
+    assert '{"name": "lookup", "description": "", "parameters": {' in prompt
+    assert '<tool_call>{"name": "lookup", "arguments": {"q": 1}}</tool_call>' in prompt
+    assert "<start_of_turn>user\n<tool_response>found</tool_response><end_of_turn>" in prompt
+
+
+def test_a_seed_turns_off_prompt_cache_reuse_unless_the_client_chose(tmp_path: Path) -> None:
+    llama = launcher(tmp_path / "ls", tmp_path / "m")
+    seeded: dict[str, object] = {"seed": 7}
+    llama.prepare_request(seeded)
+    assert seeded["cache_prompt"] is False
+    chosen: dict[str, object] = {"seed": 7, "cache_prompt": True}
+    llama.prepare_request(chosen)
+    assert chosen["cache_prompt"] is True
+    unseeded: dict[str, object] = {"temperature": 1}
+    llama.prepare_request(unseeded)
+    assert "cache_prompt" not in unseeded

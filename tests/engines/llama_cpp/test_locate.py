@@ -43,7 +43,7 @@ def test_tools_folder_is_the_last_resort(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_nothing_found_says_how_to_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    with pytest.raises(SetupError, match="hearth setup.*HEARTH_LLAMA_SERVER"):
+    with pytest.raises(SetupError, match=r"hearth setup.*HEARTH_LLAMA_SERVER"):
         locate_llama_server(None, tmp_path / "tools")
     with pytest.raises(SetupError, match="not an executable file"):
         locate_llama_server(tmp_path / "missing", tmp_path / "tools")

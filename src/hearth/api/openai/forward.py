@@ -32,7 +32,9 @@ async def forward(
             f"{', '.join(deployment.capabilities.names())}.",
             param="model",
         )
-    body = json.dumps(payload.model_dump(exclude_unset=True, by_alias=True)).encode()
+    fields = payload.model_dump(exclude_unset=True, by_alias=True)
+    deployment.supervisor.launcher.prepare_request(fields)
+    body = json.dumps(fields).encode()
     url = await deployment.base_url() + path
     what = f"the engine for model '{deployment.name}'"
 

@@ -104,7 +104,7 @@ def _check_toolchain() -> None:
 def _run_logged(
     cmd: list[str], log_path: Path, cwd: Path | None, on_line: Callable[[str], None]
 ) -> None:
-    with log_path.open("a", encoding="utf-8") as log_file:
+    with log_path.open("a", encoding="utf-8", buffering=1) as log_file:
         log_file.write(f"\n$ {' '.join(cmd)}\n")
         log_file.flush()
         proc = subprocess.Popen(

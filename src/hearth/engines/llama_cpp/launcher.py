@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib.resources import as_file, files
 from pathlib import Path
+from typing import Any
 
 from hearth.config import EngineSettings
 from hearth.engines.base import Capabilities, EngineCommand
@@ -53,3 +54,10 @@ class LlamaServerLauncher:
             argv += ["--jinja"]
         argv += s.extra_args
         return EngineCommand(argv=argv, health_path="/health")
+
+    def prepare_request(self, body: dict[str, Any]) -> None:
+        # A prompt prefix reused from the cache is evaluated in a different batch shape, which
+        # changes the logits slightly: the same seed then gives a different answer. A seed is a
+        # request for reproducibility, so it outranks the cache unless the client chose.
+        if body.get("seed") is not None:
+            body.setdefault("cache_prompt", False)
