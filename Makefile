@@ -4,6 +4,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
+# Built like Hearth's llama-server: without AMX kernels, which crash under virtualisation.
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_CPP_PYTHON_CMAKE_ARGS := -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'
+
 .PHONY: serve test setup lint pytest bench clean
 
 $(STAMP): pyproject.toml
@@ -33,7 +37,8 @@ lint: $(STAMP)
 
 ## bench: Hearth vs llama-server vs llama-cpp-python's server; writes docs/benchmarks.md
 bench: setup
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check 'llama-cpp-python[server]==0.3.36'
+	CMAKE_ARGS="$(LLAMA_CPP_PYTHON_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet \
+		--disable-pip-version-check 'llama-cpp-python[server]==0.3.36'
 	$(BIN)/python bench/throughput.py $(ARGS)
 
 clean:

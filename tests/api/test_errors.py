@@ -73,7 +73,7 @@ def test_bad_chat_requests_get_400(
 
 
 def test_unknown_model_is_404_listing_the_available_ones(hearth: HearthServer) -> None:
-    llm = openai.OpenAI(base_url=f"{hearth.base_url}/v1", api_key="x", max_retries=0)
+    llm = hearth.openai()
     with pytest.raises(openai.NotFoundError) as caught:
         llm.chat.completions.create(model="gpt-17", messages=USER)  # type: ignore[arg-type]
     body = caught.value.body
@@ -110,7 +110,7 @@ def test_server_stays_healthy_after_bad_requests(hearth: HearthServer) -> None:
     for body in (b"{", b"[]", b'{"model": 1}', b"\xff\xfe"):
         response = httpx.post(f"{hearth.base_url}/v1/chat/completions", content=body)
         assert response.status_code == 400
-    llm = openai.OpenAI(base_url=f"{hearth.base_url}/v1", api_key="x", max_retries=0)
+    llm = hearth.openai()
     reply = llm.chat.completions.create(model=MODEL, messages=USER, max_tokens=2)  # type: ignore[arg-type]
     assert reply.usage is not None
     assert httpx.get(f"{hearth.base_url}/ready").status_code == 200

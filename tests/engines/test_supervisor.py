@@ -232,3 +232,24 @@ async def test_health_probes_ignore_proxy_settings(make_supervisor, monkeypatch)
     url = await asyncio.wait_for(supervisor.endpoint(), 30)
     assert supervisor.state is EngineState.READY
     assert url == supervisor.process.base_url
+
+
+async def test_connection_failed_takes_a_dead_engine_out_of_service_at_once(
+    make_supervisor, processes
+):
+    supervisor = make_supervisor(FakeLauncher([], ["--busy-for", "1"]))
+    url = await asyncio.wait_for(supervisor.endpoint(), 30)
+
+    # Alive: the failure was something else, the engine stays in service.
+    assert await supervisor.connection_failed(url, within=0.2) is False
+    assert supervisor.state is EngineState.READY
+
+    os.kill(processes.track(supervisor.process.pid), signal.SIGKILL)
+    assert await supervisor.connection_failed(url) is True
+    assert supervisor.state is not EngineState.READY
+    # The next caller waits for the replacement instead of getting the dead URL.
+    new_url = await asyncio.wait_for(supervisor.endpoint(), 30)
+    assert new_url != url
+    assert supervisor.restarts == 1
+    # A URL that was already replaced is reported as gone without waiting.
+    assert await supervisor.connection_failed(url, within=5) is True

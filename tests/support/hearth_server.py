@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
 from support.ports import free_port
@@ -23,10 +24,20 @@ class HearthServer:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir / "hearth-serve.log"
+        self._client: openai.OpenAI | None = None
         argv = [sys.executable, "-m", "hearth", "serve", "--port", str(self.port)]
         argv += ["--data-dir", str(data_dir), *args]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def openai(self) -> openai.OpenAI:
+        """An `openai` SDK client for this server (no retries: tests see every failure);
+        closed when the server stops."""
+        if self._client is None:
+            self._client = openai.OpenAI(
+                base_url=f"{self.base_url}/v1", api_key="unused", max_retries=0
+            )
+        return self._client
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -61,6 +72,8 @@ class HearthServer:
         return pids
 
     def stop(self) -> int:
+        if self._client is not None:
+            self._client.close()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -33,7 +33,7 @@ class EngineStartError(HearthError):
     """The engine exited or never became healthy while loading."""
 
 
-def _die_with_parent_hook() -> Callable[[], None] | None:
+def die_with_parent_hook() -> Callable[[], None] | None:
     """A pre-exec hook asking Linux to SIGKILL the child when Hearth dies, for any reason."""
     if not sys.platform.startswith("linux"):
         return None
@@ -110,7 +110,7 @@ class EngineProcess:
                 stderr=asyncio.subprocess.STDOUT,
                 env={**os.environ, **self.command.env},
                 start_new_session=True,
-                preexec_fn=_die_with_parent_hook(),
+                preexec_fn=die_with_parent_hook(),
             )
         except OSError as exc:
             raise EngineStartError(f"cannot run {self.command.argv[0]}: {exc.strerror}") from None

@@ -96,6 +96,25 @@ class EngineSupervisor:
         assert self._process is not None
         return self._process.base_url
 
+    async def connection_failed(self, base_url: str, within: float = 1.0) -> bool:
+        """A request to `base_url` broke off or was refused: is that engine gone?
+
+        Waits up to `within` seconds for the process to exit. If it did, the supervisor stops
+        handing out its URL at once rather than when its own watch notices, so a client that
+        retries straight after an error waits for the restart instead of meeting the dead port.
+        """
+        process = self._process
+        if process is None or process.base_url != base_url:
+            return True  # already replaced
+        try:
+            await asyncio.wait_for(asyncio.shield(process.wait()), within)
+        except TimeoutError:
+            return False
+        if self._process is process and self.state is EngineState.READY:
+            self.last_error = f"engine {describe_exit(process.returncode or 0)}"
+            self._set_state(EngineState.RESTARTING)
+        return True
+
     async def stop(self) -> None:
         self._stopping = True
         self._set_state(EngineState.STOPPED)

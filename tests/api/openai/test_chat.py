@@ -19,7 +19,7 @@ MODEL = "gemma-3-270m"
 
 
 def client(server: HearthServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
+    return server.openai()
 
 
 def test_chat_answers_with_usage_and_the_public_model_name(hearth: HearthServer) -> None:

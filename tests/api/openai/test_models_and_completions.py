@@ -11,7 +11,7 @@ MODEL = "gemma-3-270m"
 
 
 def client(server: HearthServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
+    return server.openai()
 
 
 def test_models_lists_the_bundled_model(hearth: HearthServer) -> None:

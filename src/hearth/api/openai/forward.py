@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -13,12 +14,14 @@ from starlette.background import BackgroundTask
 
 from hearth.api.openai.protocol import SamplingParams
 from hearth.api.services import services_of
-from hearth.errors import APIError, InvalidRequest
+from hearth.errors import APIError, EngineCrashed, EngineUnavailable, InvalidRequest
+from hearth.routing.catalogue import LocalDeployment
 from hearth.upstream.client import EventStream
 
 log = logging.getLogger(__name__)
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+T = TypeVar("T")
 
 
 async def forward(
@@ -35,19 +38,27 @@ async def forward(
     fields = payload.model_dump(exclude_unset=True, by_alias=True)
     deployment.supervisor.launcher.prepare_request(fields)
     body = json.dumps(fields).encode()
-    url = await deployment.base_url() + path
     what = f"the engine for model '{deployment.name}'"
 
     if not payload.stream:
-        answer = await services.upstream.post(url, body, what)
+        answer = await _to_engine(
+            deployment, lambda base: services.upstream.post(base + path, body, what)
+        )
         answer["model"] = deployment.name
         return JSONResponse(answer)
 
     # Open the stream before answering, so a refusal still gets its own HTTP status.
     stack = contextlib.AsyncExitStack()
-    stream = await stack.enter_async_context(services.upstream.open_stream(url, body, what))
+
+    async def open_stream(base: str) -> tuple[str, EventStream]:
+        stream = await stack.enter_async_context(
+            services.upstream.open_stream(base + path, body, what)
+        )
+        return base, stream
+
+    base, stream = await _to_engine(deployment, open_stream)
     return StreamingResponse(
-        _relay(stream, stack, deployment.name),
+        _relay(stream, stack, deployment, base),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
         # Runs even when the client went away before the first chunk was sent.
@@ -55,8 +66,29 @@ async def forward(
     )
 
 
+async def _to_engine(deployment: LocalDeployment, call: Callable[[str], Awaitable[T]]) -> T:
+    """Call the engine; if it refused the connection because it just died, wait for the
+    restart and try once more (the request never reached it). A request that broke off after
+    the engine took it is not retried: the client gets the error."""
+    supervisor = deployment.supervisor
+    for attempt in (1, 2):
+        base = await deployment.base_url()
+        try:
+            return await call(base)
+        except EngineUnavailable:
+            if attempt == 2 or not await supervisor.connection_failed(base):
+                raise
+            log.info(
+                "engine for %s was gone before the request reached it; retrying", supervisor.name
+            )
+        except EngineCrashed:
+            await supervisor.connection_failed(base)
+            raise
+    raise AssertionError("unreachable")
+
+
 async def _relay(
-    stream: EventStream, stack: contextlib.AsyncExitStack, model: str
+    stream: EventStream, stack: contextlib.AsyncExitStack, deployment: LocalDeployment, base: str
 ) -> AsyncIterator[bytes]:
     """Relay events as they come; a failure mid-stream ends with an error event and [DONE], so a
     client never mistakes a broken answer for a complete one. Leaving early (the client hung up)
@@ -65,7 +97,9 @@ async def _relay(
         async for events in stream.events():
             yield events
     except APIError as exc:
-        log.warning("stream for model %s failed mid-way: %s", model, exc.message)
+        log.warning("stream for model %s failed mid-way: %s", deployment.name, exc.message)
+        if isinstance(exc, EngineCrashed):
+            await deployment.supervisor.connection_failed(base)
         yield b"data: " + json.dumps(exc.to_body()).encode() + b"\n\ndata: [DONE]\n\n"
     finally:
         await stack.aclose()

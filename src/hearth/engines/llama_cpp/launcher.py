@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib.resources import as_file, files
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from hearth.config import EngineSettings
 from hearth.engines.base import Capabilities, EngineCommand
+from hearth.errors import SetupError
 
 
 def bundled_template(name: str) -> Path:
-    """Path of a chat template shipped in this package (installed as a plain file)."""
-    resource = files("hearth.engines.llama_cpp").joinpath("templates", f"{name}.jinja")
-    with as_file(resource) as path:
-        return Path(path)
+    """Path of a chat template shipped in this package. The engine is given the path, so the
+    package must be installed as plain files (pip always does; a zipapp would not work)."""
+    path = Path(str(files("hearth.engines.llama_cpp").joinpath("templates", f"{name}.jinja")))
+    if not path.is_file():
+        raise SetupError(f"chat template {name!r} is missing from the installed package ({path})")
+    return path
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ _VERSION_LINE = re.compile(r"version:\s*(.+)")
 
 
 def engine_version(binary: Path) -> str:
-    """What `llama-server --version` reports, e.g. '1 (0c1e570)'."""
+    """What `llama-server --version` reports, e.g. '0.5.0-dev (build 1, commit 0c1e570)'."""
     try:
         result = subprocess.run(
             [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=False

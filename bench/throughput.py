@@ -1,0 +1,818 @@
+"""Aggregate generation throughput (tokens/s) of Hearth, llama-server and llama-cpp-python's server.
+
+Starts the three servers on the bundled Gemma 3 270M model, sends batches of `/v1/completions`
+requests at fixed concurrency levels and writes the table into its own section of
+docs/benchmarks.md. Run it with `make bench` (see bench/README.md); it reports, it never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+import hearth
+from hearth.config import EngineSettings, Settings, load_settings
+from hearth.engines.llama_cpp.launcher import LlamaServerLauncher, bundled_template
+from hearth.engines.llama_cpp.locate import engine_version, locate_llama_server
+from hearth.engines.ports import free_port
+from hearth.engines.process import die_with_parent_hook, tail
+from hearth.errors import HearthError
+from hearth.models.bundled import BUNDLED_MODEL_NAME, BUNDLED_TEMPLATE, ensure_bundled_model
+
+HOST = "127.0.0.1"
+HEARTH = "Hearth"
+LLAMA_SERVER = "llama-server"
+LLAMA_CPP_PYTHON = "llama-cpp-python"
+LLAMA_CPP_PYTHON_PIN = "llama-cpp-python[server]==0.3.36"
+MARK_START = "<!-- throughput:start -->"
+MARK_END = "<!-- throughput:end -->"
+DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+# Printed next to the ratios; a benchmark reports whether they are met, it does not enforce them.
+TARGET_VS_LLAMA_SERVER = 0.95  # at every concurrency
+TARGET_VS_LLAMA_CPP_PYTHON = 3.0  # from this concurrency on:
+TARGET_VS_LLAMA_CPP_PYTHON_FROM = 4
+TEMPERATURE = 0.8
+# One prompt for every server, sent as text to /v1/completions: no chat template is involved.
+PROMPT = (
+    "The old lighthouse keeper climbed the spiral stairs one last time, and as the lamp "
+    "flickered to life he began to remember"
+)
+# Besides the metadata's EOS, llama.cpp (and so llama-cpp-python) ends generation on these.
+END_TOKEN_TEXTS = {"<end_of_turn>", "<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end|>"}
+STOP_GRACE_S = 20.0  # Hearth waits up to 10 s for its engine on shutdown
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on; the message says why."""
+
+
+# -- Processes -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    argv: list[str]
+    port: int
+    ready_path: str
+    log_path: Path
+    env: dict[str, str] | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+
+class Processes:
+    """Every process this script starts; `stop_all` ends them by pid, SIGTERM then SIGKILL."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.servers: list[Server] = []
+        self.orphan_watch: list[int] = []  # started by a server of ours; must end with it
+
+    def start(self, server: Server, timeout: float) -> None:
+        server.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with server.log_path.open("ab") as log:
+            # Own session, so a terminal's Ctrl-C reaches only this script, which stops them.
+            # Spawned while no other thread runs (no progress display), as preexec_fn requires.
+            server.proc = subprocess.Popen(
+                server.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=server.env,
+                start_new_session=True,
+                preexec_fn=die_with_parent_hook(),
+            )
+        self.servers.append(server)
+        with self.console.status(f"starting {server.name} (log: {server.log_path})"):
+            took = wait_ready(server, timeout)
+        self.console.print(f"{server.name} ready in {took:.1f} s on port {server.port}")
+
+    def stop_all(self) -> None:
+        running = [s for s in self.servers if s.proc is not None and s.proc.poll() is None]
+        for server in running:
+            assert server.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(server.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for server in running:
+            assert server.proc is not None
+            try:
+                server.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                self.console.print(f"[yellow]{server.name} is still running; sending SIGKILL[/]")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(server.proc.pid, signal.SIGKILL)
+                server.proc.wait()
+        for pid in self.orphan_watch:
+            if _alive(pid):
+                self.console.print(f"[yellow]pid {pid} outlived its parent; sending SIGKILL[/]")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def wait_ready(server: Server, timeout: float) -> float:
+    """Poll the readiness path until it answers 200; returns the seconds it took."""
+    start = time.monotonic()
+    with httpx.Client(timeout=5.0, trust_env=False) as client:
+        while True:
+            assert server.proc is not None
+            if server.proc.poll() is not None:
+                raise BenchError(
+                    f"{server.name} exited with status {server.proc.returncode} while starting; "
+                    f"the end of {server.log_path}:\n{tail(server.log_path)}"
+                )
+            with contextlib.suppress(httpx.TransportError):
+                if client.get(server.base_url + server.ready_path).status_code == 200:
+                    return time.monotonic() - start
+            if time.monotonic() - start > timeout:
+                raise BenchError(
+                    f"{server.name} was not ready after {timeout:.0f} s; "
+                    f"the end of {server.log_path}:\n{tail(server.log_path)}"
+                )
+            time.sleep(0.25)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    pids: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                pids += [int(p) for p in (task / "children").read_text().split()]
+    return pids
+
+
+def _cmdline(pid: int) -> list[str]:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    return []
+
+
+def check_hearth_engine(hearth_pid: int, direct_argv: list[str]) -> tuple[int | None, str]:
+    """Find the engine Hearth started and compare its command line with the direct one's."""
+    engines = [pid for pid in _children(hearth_pid) if "--alias" in _cmdline(pid)]
+    if not engines:
+        return None, "Hearth's engine command line could not be read from /proc."
+
+    def normal(argv: list[str]) -> list[str]:
+        out = list(argv)
+        for i, arg in enumerate(argv[:-1]):
+            if arg == "--port":
+                out[i + 1] = "<port>"
+            elif arg == "--model":  # Hearth's data folder holds a link to the same file
+                out[i + 1] = str(Path(argv[i + 1]).resolve())
+        return out
+
+    actual, wanted = normal(_cmdline(engines[0])), normal(direct_argv)
+    if actual == wanted:
+        return engines[0], "Hearth's engine ran with the same command line (checked in /proc)."
+    return engines[0], (
+        f"**Hearth's engine ran with different flags:** `{shlex.join(actual)}` "
+        f"(direct: `{shlex.join(wanted)}`)"
+    )
+
+
+# -- The model -----------------------------------------------------------------------------------
+
+
+def end_token_ids(model: Path) -> list[int]:
+    """The EOS token from the GGUF metadata, plus the other tokens llama.cpp stops on."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(model))
+
+    def scalar(key: str) -> int | None:
+        found = reader.fields.get(key)
+        return None if found is None else int(found.parts[found.data[0]][0])
+
+    eos = scalar("tokenizer.ggml.eos_token_id")
+    if eos is None:
+        raise BenchError(f"{model} has no tokenizer.ggml.eos_token_id")
+    ids = {eos}
+    for key in ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"):
+        if (value := scalar(key)) is not None:
+            ids.add(value)
+    tokens = reader.fields["tokenizer.ggml.tokens"]
+    for index, part in enumerate(tokens.data):
+        if bytes(tokens.parts[part]).decode("utf-8", "replace") in END_TOKEN_TEXTS:
+            ids.add(index)
+    return sorted(ids)
+
+
+def prepare_data_dir(data_dir: Path, model: Path) -> None:
+    """A fresh Hearth data folder whose model is a link to the already assembled one."""
+    models = data_dir / "models"
+    models.mkdir(parents=True)
+    (models / model.name).symlink_to(model)
+    checksum = model.with_name(model.name + ".sha256")
+    if checksum.is_file():  # Hearth trusts the model with this file; without it, it re-assembles
+        shutil.copy(checksum, models / checksum.name)
+
+
+# -- Load ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    server: str
+    concurrency: int
+    round: int
+    requests: int
+    completion_tokens: int
+    prompt_tokens: int  # of one request, as the server counted it
+    wall_s: float
+    short_answers: int  # fewer tokens than max_tokens: generation ended early
+    latencies_s: list[float] = field(default_factory=list)
+
+    @property
+    def tok_s(self) -> float:
+        return self.completion_tokens / self.wall_s
+
+
+async def run_batch(
+    client: httpx.AsyncClient,
+    server: Server,
+    payload: dict[str, Any],
+    requests: int,
+    concurrency: int,
+    round_: int = 0,
+) -> Batch:
+    """Send `requests` identical completions, `concurrency` at a time; time the whole batch."""
+    url = server.base_url + "/v1/completions"
+    pending = iter(range(requests))
+    usages: list[dict[str, int]] = []
+    latencies: list[float] = []
+
+    async def worker() -> None:
+        for _ in pending:  # shared: each request is taken by exactly one worker
+            sent = time.perf_counter()
+            try:
+                response = await client.post(url, json=payload)
+            except httpx.HTTPError as exc:
+                raise BenchError(f"{server.name} did not answer: {exc!r}") from None
+            latencies.append(time.perf_counter() - sent)
+            if response.status_code != 200:
+                raise BenchError(
+                    f"{server.name} answered HTTP {response.status_code}: {response.text[:500]}"
+                )
+            try:
+                usage = response.json()["usage"]
+                usages.append({k: int(usage[k]) for k in ("completion_tokens", "prompt_tokens")})
+            except (ValueError, KeyError, TypeError):
+                raise BenchError(f"{server.name} gave no usage: {response.text[:500]}") from None
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, requests))))
+    wall = time.perf_counter() - start
+    return Batch(
+        server=server.name,
+        concurrency=concurrency,
+        round=round_,
+        requests=requests,
+        completion_tokens=sum(u["completion_tokens"] for u in usages),
+        prompt_tokens=usages[0]["prompt_tokens"],
+        wall_s=wall,
+        short_answers=sum(u["completion_tokens"] < payload["max_tokens"] for u in usages),
+        latencies_s=sorted(latencies),
+    )
+
+
+async def measure(
+    servers: Sequence[Server], payload: dict[str, Any], options: Options, console: Console
+) -> list[Batch]:
+    """Warm every server up, then run the rounds, rotating the servers' order each round."""
+    top = max(options.concurrency)
+    limits = httpx.Limits(max_connections=2 * top + 8, max_keepalive_connections=2 * top + 8)
+    timeout = httpx.Timeout(options.request_timeout, connect=10.0)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    batches: list[Batch] = []
+    async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as client:
+        with progress:
+            warm = progress.add_task("warm-up", total=len(servers))
+            warm_payload = payload | {"max_tokens": min(16, options.max_tokens)}
+            for server in servers:
+                progress.update(warm, description=f"warm-up: {server.name}")
+                await run_batch(client, server, warm_payload, top, top)
+                progress.advance(warm)
+            total = len(options.concurrency) * options.rounds * len(servers)
+            task = progress.add_task("measuring", total=total)
+            for concurrency in options.concurrency:
+                requests = max(options.min_requests, options.requests_factor * concurrency)
+                for round_ in range(1, options.rounds + 1):
+                    shift = (round_ - 1) % len(servers)
+                    for server in [*servers[shift:], *servers[:shift]]:
+                        where = f"c={concurrency} round {round_} {server.name}"
+                        progress.update(task, description=where)
+                        batch = await run_batch(
+                            client, server, payload, requests, concurrency, round_
+                        )
+                        batches.append(batch)
+                        short = batch.short_answers
+                        progress.console.print(
+                            f"{where:<32} {batch.tok_s:6.1f} tok/s  "
+                            f"{batch.completion_tokens} tokens in {batch.wall_s:.1f} s"
+                            + (f"  [yellow]{short} ended early[/]" if short else "")
+                        )
+                        progress.advance(task)
+    return batches
+
+
+# -- Results -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    median: float
+    low: float
+    high: float
+
+
+Summary = dict[int, dict[str, Cell]]  # concurrency -> server -> tok/s
+
+
+def summarise(batches: Sequence[Batch]) -> Summary:
+    values: dict[int, dict[str, list[float]]] = {}
+    for batch in batches:
+        values.setdefault(batch.concurrency, {}).setdefault(batch.server, []).append(batch.tok_s)
+    return {
+        c: {s: Cell(statistics.median(v), min(v), max(v)) for s, v in row.items()}
+        for c, row in values.items()
+    }
+
+
+def _ratio(row: dict[str, Cell], other: str, target: float | None) -> str:
+    if HEARTH not in row or other not in row:
+        return "n/a"
+    value = row[HEARTH].median / row[other].median
+    if target is None:
+        return f"{value:.2f} (no target)"
+    return f"{value:.2f} ({'met' if value >= target else 'MISSED'})"
+
+
+def table_headers(names: Sequence[str]) -> list[str]:
+    out = ["concurrency", *(f"{name} tok/s" for name in names)]
+    out.append(f"Hearth / llama-server (target >= {TARGET_VS_LLAMA_SERVER})")
+    if LLAMA_CPP_PYTHON in names:
+        out.append(
+            f"Hearth / llama-cpp-python (target >= {TARGET_VS_LLAMA_CPP_PYTHON:g} "
+            f"at concurrency >= {TARGET_VS_LLAMA_CPP_PYTHON_FROM})"
+        )
+    return out
+
+
+def table_rows(summary: Summary, names: Sequence[str]) -> list[list[str]]:
+    out = []
+    for concurrency, row in sorted(summary.items()):
+        cells = [str(concurrency)]
+        for name in names:
+            cell = row.get(name)
+            cells.append(
+                "n/a" if cell is None else f"{cell.median:.1f} ({cell.low:.1f}-{cell.high:.1f})"
+            )
+        cells.append(_ratio(row, LLAMA_SERVER, TARGET_VS_LLAMA_SERVER))
+        if LLAMA_CPP_PYTHON in names:
+            applies = concurrency >= TARGET_VS_LLAMA_CPP_PYTHON_FROM
+            cells.append(
+                _ratio(row, LLAMA_CPP_PYTHON, TARGET_VS_LLAMA_CPP_PYTHON if applies else None)
+            )
+        out.append(cells)
+    return out
+
+
+def machine() -> dict[str, str]:
+    info = {"cpu": platform.processor() or platform.machine(), "cores": str(os.cpu_count())}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                info["ram"] = f"{int(line.split()[1]) / 1024**2:.1f} GiB"
+    info["load_average_at_start"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return info
+
+
+def shown(argv: Sequence[str], replacements: dict[str, str]) -> str:
+    """A command line for the docs: local paths and the port replaced by placeholders."""
+    out = [replacements.get(arg, arg) for arg in argv]
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "--port":
+            out[i + 1] = "<port>"
+    return " ".join(arg if arg.startswith("<") else shlex.quote(arg) for arg in out)
+
+
+def markdown_section(report: dict[str, Any]) -> str:
+    meta, options = report["meta"], report["meta"]["options"]
+    names, m = meta["servers"], meta["machine"]
+    summary = summarise([Batch(**b) for b in report["batches"]])
+    versions = ", ".join(f"{name} {version}" for name, version in meta["versions"].items())
+    prompt_tokens = {b["server"]: b["prompt_tokens"] for b in report["batches"]}
+    same_prompt = len(set(prompt_tokens.values())) == 1
+    lines = [
+        MARK_START,
+        "## Throughput: Hearth vs llama-server vs llama-cpp-python's server",
+        "",
+        f"Written by `bench/throughput.py` on {meta['date']}; rerun it rather than editing this "
+        "section.",
+        "",
+        f"- **Machine:** {m['cpu']}, {m['cores']} cores, {m.get('ram', '? GiB')} RAM "
+        f"(load average {m['load_average_at_start']} at the start)",
+        f"- **Versions:** {versions}, Python {meta['python']}",
+        f"- **Command:** `{meta['command']}`",
+        f"- **Model:** `{meta['model']}` (the bundled Gemma 3 270M), one file for all servers",
+    ]
+    if meta["non_default"]:
+        lines.append(
+            f"- **Non-default settings** ({', '.join(meta['non_default'])}): "
+            "a quick check, not a result to hold against the targets."
+        )
+    lines += [
+        "",
+        "**Method.** The servers run side by side and are measured one at a time after a "
+        "warm-up, in an order rotated every round. A batch is "
+        f"max({options['min_requests']}, {options['requests_factor']} x concurrency) identical "
+        "non-streamed `/v1/completions` requests (one fixed prompt of "
+        + (f"{next(iter(prompt_tokens.values()))} tokens" if same_prompt else "the same text")
+        + f", `max_tokens` {options['max_tokens']}, temperature {TEMPERATURE}), `concurrency` "
+        "of them in flight at a time; the end-of-sequence tokens are banned with `logit_bias` "
+        "(plus `ignore_eos` where understood) so every answer runs to `max_tokens`, and tokens "
+        "are counted from each answer's `usage.completion_tokens`. Throughput is a batch's "
+        f"completion tokens / its wall time: the median of {options['rounds']} round(s), "
+        "min-max in brackets.",
+        "",
+        "**Servers.**",
+        "",
+        *(f"- {name}: `{meta['commands'][name]}`" for name in names),
+        f"- {meta['engine_check']}",
+    ]
+    if LLAMA_CPP_PYTHON in names:
+        lines.append(
+            "- llama-cpp-python is given llama-server's thread count: left alone it generates "
+            "on half the cores."
+        )
+    if not same_prompt:
+        lines.append(f"- **The servers counted different prompt tokens:** {prompt_tokens}")
+    head = table_headers(names)
+    lines += [
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---:" if i <= len(names) else "---" for i in range(len(head))) + "|",
+        *("| " + " | ".join(cells) + " |" for cells in table_rows(summary, names)),
+    ]
+    if short := sum(b["short_answers"] for b in report["batches"]):
+        lines += ["", f"{short} answers ended before `max_tokens`; their real counts were used."]
+    lines.append(MARK_END)
+    return "\n".join(lines) + "\n"
+
+
+DOC_HEADER = """# Benchmarks
+
+Each section below is written by a script in [`bench/`](../bench/README.md), between its own
+markers; rerunning a script replaces only its section. Timings depend on the machine and on what
+else runs on it: compare numbers from the same run.
+"""
+
+
+def write_section(path: Path, section: str) -> None:
+    text = path.read_text(encoding="utf-8") if path.exists() else DOC_HEADER
+    block = re.compile(re.escape(MARK_START) + ".*?" + re.escape(MARK_END) + r"\n?", re.S)
+    if block.search(text):
+        text = block.sub(lambda _: section, text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def show(console: Console, report: dict[str, Any]) -> None:
+    names = report["meta"]["servers"]
+    view = Table(
+        title="aggregate completion tokens/s: median of rounds (min-max)",
+        caption=f"targets: Hearth >= {TARGET_VS_LLAMA_SERVER}x llama-server at every level, "
+        f">= {TARGET_VS_LLAMA_CPP_PYTHON:g}x llama-cpp-python "
+        f"from c={TARGET_VS_LLAMA_CPP_PYTHON_FROM}",
+    )
+    short = {LLAMA_SERVER: "H/llama-server", LLAMA_CPP_PYTHON: "H/llama-cpp-python"}
+    heads = ["c", *names, *(short[n] for n in names if n in short)]
+    for head in heads:
+        view.add_column(head, justify="right")
+    for cells in table_rows(summarise([Batch(**b) for b in report["batches"]]), names):
+        view.add_row(*cells)
+    console.print(view)
+
+
+# -- Command line --------------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    concurrency: list[int]
+    rounds: int
+    max_tokens: int
+    requests_factor: int
+    min_requests: int
+    llama_server: Path | None
+    parallel: int | None
+    ctx_size: int | None
+    threads: int | None
+    llama_cpp_python_n_ctx: int
+    skip_llama_cpp_python: bool
+    startup_timeout: float
+    request_timeout: float
+    output: Path
+    json: Path | None
+
+
+def _levels(text: str) -> list[int]:
+    try:
+        levels = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a comma-separated list of integers: {text!r}"
+        ) from None
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError("concurrency levels must be positive")
+    return levels
+
+
+def parse_args(argv: Sequence[str]) -> Options:
+    p = argparse.ArgumentParser(
+        prog="bench/throughput.py",
+        description="Aggregate tokens/s of Hearth, llama-server and llama-cpp-python's server.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--concurrency", type=_levels, default=[1, 4, 8], help="levels, e.g. 1,4,8")
+    p.add_argument("--rounds", type=int, default=3, help="rounds per level; the median is kept")
+    p.add_argument("--max-tokens", type=int, default=128, help="tokens generated per request")
+    p.add_argument("--requests-factor", type=int, default=2, help="requests = factor x level")
+    p.add_argument("--min-requests", type=int, default=4, help="but at least this many")
+    p.add_argument("--llama-server", type=Path, help="binary (default: the one Hearth finds)")
+    p.add_argument("--parallel", type=int, help="engine slots (default: Hearth's setting)")
+    p.add_argument("--ctx-size", type=int, help="engine context (default: Hearth's setting)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: llama-server's choice)")
+    p.add_argument("--llama-cpp-python-n-ctx", type=int, default=2048, help="its --n_ctx")
+    p.add_argument("--skip-llama-cpp-python", action="store_true", help="leave that server out")
+    p.add_argument("--startup-timeout", type=float, default=300.0, help="seconds per server")
+    p.add_argument("--request-timeout", type=float, default=900.0, help="seconds per request")
+    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="Markdown file to update")
+    p.add_argument("--json", type=Path, help="also write the raw results here")
+    ns = p.parse_args(argv)
+    for name in ("rounds", "max_tokens", "requests_factor", "min_requests"):
+        if getattr(ns, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    return Options(**vars(ns))
+
+
+def non_default(options: Options) -> list[str]:
+    """The measurement settings that differ from the defaults the targets are meant for."""
+    defaults = parse_args([])
+    keys = ("concurrency", "rounds", "max_tokens", "requests_factor", "min_requests")
+    return [
+        f"{key.replace('_', '-')} {getattr(options, key)}"
+        for key in keys
+        if getattr(options, key) != getattr(defaults, key)
+    ]
+
+
+def llama_cpp_python_missing() -> str | None:
+    """Why llama-cpp-python's server cannot run here, or None when it can."""
+    try:
+        importlib.metadata.version("llama-cpp-python")
+    except importlib.metadata.PackageNotFoundError:
+        return "llama-cpp-python is not installed"
+    needed = ("uvicorn", "sse_starlette", "starlette_context", "pydantic_settings")
+    if missing := [m for m in needed if importlib.util.find_spec(m) is None]:
+        return f"llama-cpp-python's server extras are missing ({', '.join(missing)})"
+    return None
+
+
+def threads_from_log(log: Path) -> int | None:
+    """The thread count llama-server chose (`... n_threads = N` in its log)."""
+    with contextlib.suppress(OSError):
+        if match := re.search(r"n_threads = (\d+)", log.read_text(errors="replace")):
+            return int(match.group(1))
+    return None
+
+
+def engine_settings(settings: Settings, options: Options) -> EngineSettings:
+    """Hearth's engine settings with the command line's overrides, validated like Hearth does."""
+    overrides = {"parallel": options.parallel, "ctx_size": options.ctx_size}
+    overrides["threads"] = options.threads
+    values = settings.engine.model_dump() | {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return EngineSettings.model_validate(values)
+    except ValidationError as exc:
+        raise BenchError(f"invalid engine settings: {exc}") from None
+
+
+def hearth_env(binary: Path, engine: EngineSettings) -> dict[str, str]:
+    """Hearth's environment: the same engine settings, nothing inherited from HEARTH_*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTH_")}
+    env["HEARTH_LLAMA_SERVER"] = str(binary)
+    for key, value in engine.model_dump(mode="json").items():
+        if value is not None:
+            env[f"HEARTH_ENGINE__{key.upper()}"] = (
+                json.dumps(value) if isinstance(value, list) else str(value)
+            )
+    return env
+
+
+def benchmark(
+    options: Options,
+    console: Console,
+    processes: Processes,
+    work: Path,
+    settings: Settings,
+    names: list[str],
+) -> dict[str, Any]:
+    """Start the servers, measure them and return the raw report."""
+    engine = engine_settings(settings, options)
+    binary = locate_llama_server(options.llama_server or settings.llama_server, settings.tools_dir)
+    model = ensure_bundled_model(settings.models_dir)
+    versions = {HEARTH: hearth.__version__, LLAMA_SERVER: engine_version(binary.path)}
+    if LLAMA_CPP_PYTHON in names:
+        versions[LLAMA_CPP_PYTHON] = importlib.metadata.version("llama-cpp-python")
+
+    launcher = LlamaServerLauncher(
+        binary=binary.path,
+        model_path=model,
+        alias=BUNDLED_MODEL_NAME,
+        settings=engine,
+        chat_template_file=bundled_template(BUNDLED_TEMPLATE),
+    )
+    port = free_port(HOST)
+    direct_argv = launcher.command(HOST, port).argv
+    direct = Server(LLAMA_SERVER, direct_argv, port, "/health", work / "llama-server.log")
+    processes.start(direct, options.startup_timeout)
+
+    data_dir = work / "hearth-data"
+    prepare_data_dir(data_dir, model)
+    port = free_port(HOST)
+    argv = [sys.executable, *f"-m hearth serve --host {HOST} --port {port}".split()]
+    argv += ["--data-dir", str(data_dir)]
+    env = hearth_env(binary.path, engine)
+    hearth_server = Server(HEARTH, argv, port, "/ready", work / "hearth.log", env)
+    processes.start(hearth_server, options.startup_timeout)
+    assert hearth_server.proc is not None
+    engine_pid, engine_check = check_hearth_engine(hearth_server.proc.pid, direct.argv)
+    if engine_pid is not None:
+        processes.orphan_watch.append(engine_pid)
+    console.print(engine_check)
+    servers = {LLAMA_SERVER: direct, HEARTH: hearth_server}
+
+    if LLAMA_CPP_PYTHON in names:
+        # It defaults to half the cores for generation; give it the thread count llama-server has.
+        threads = engine.threads or threads_from_log(direct.log_path) or os.cpu_count() or 1
+        port = free_port(HOST)
+        argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(model)]
+        argv += f"--n_ctx {options.llama_cpp_python_n_ctx} --n_threads {threads}".split()
+        argv += f"--n_threads_batch {threads} --host {HOST} --port {port}".split()
+        lcp = Server(LLAMA_CPP_PYTHON, argv, port, "/v1/models", work / "llama-cpp-python.log")
+        servers[LLAMA_CPP_PYTHON] = lcp
+        processes.start(lcp, options.startup_timeout)
+
+    payload: dict[str, Any] = {
+        "model": BUNDLED_MODEL_NAME,
+        "prompt": PROMPT,
+        "max_tokens": options.max_tokens,
+        "temperature": TEMPERATURE,
+        "ignore_eos": True,  # llama-server's; llama-cpp-python ignores it, hence logit_bias too
+        "logit_bias": {str(token): -100 for token in end_token_ids(model)},
+    }
+    batches = asyncio.run(measure([servers[n] for n in names], payload, options, console))
+
+    replacements = {
+        str(binary.path): "llama-server",
+        str(model): "<model.gguf>",
+        str(data_dir): "<data-dir>",
+        sys.executable: "python",
+        str(launcher.chat_template_file): f"<hearth>/{BUNDLED_TEMPLATE}.jinja",
+    }
+    shown_env = {f"HEARTH_ENGINE__{k.upper()}" for k in ("parallel", "ctx_size", "threads")}
+    hearth_settings = " ".join(f"{k}={v}" for k, v in sorted(env.items()) if k in shown_env)
+    return {
+        "meta": {
+            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": machine(),
+            "versions": versions,
+            "python": platform.python_version(),
+            "command": shlex.join(["python", "bench/throughput.py", *sys.argv[1:]]),
+            "options": {
+                k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()
+            },
+            "non_default": non_default(options),
+            "servers": names,
+            "commands": {
+                name: (f"{hearth_settings} " if name == HEARTH else "")
+                + shown(servers[name].argv, replacements)
+                for name in names
+            },
+            "engine_check": engine_check,
+            "model": model.name,
+            "payload": payload,
+        },
+        "batches": [asdict(b) for b in batches],
+    }
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_args(sys.argv[1:] if argv is None else argv)
+    console = Console()
+    try:
+        settings = load_settings()
+    except HearthError as exc:
+        console.print(f"[red]{exc}[/]")
+        return 2
+    names = [HEARTH, LLAMA_SERVER]
+    if options.skip_llama_cpp_python:
+        console.print("llama-cpp-python: left out (--skip-llama-cpp-python)")
+    elif (why := llama_cpp_python_missing()) is not None:
+        console.print(
+            f"[yellow]{why}: leaving its column out. Install it with "
+            f"`pip install '{LLAMA_CPP_PYTHON_PIN}'` (`make bench` does).[/]"
+        )
+    else:
+        names.append(LLAMA_CPP_PYTHON)
+
+    work = Path(tempfile.mkdtemp(prefix="hearth-bench-"))
+    processes = Processes(console)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # stop the servers on SIGTERM too
+    ok = False
+    try:
+        report = benchmark(options, console, processes, work, settings, names)
+        ok = True
+    except (BenchError, HearthError) as exc:
+        console.print(f"[red]benchmark failed:[/] {exc}")
+        return 1
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
+    finally:
+        console.print("stopping the servers")
+        processes.stop_all()
+        signal.signal(signal.SIGTERM, previous)
+        if ok:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            console.print(f"server logs kept in {work}")
+
+    show(console, report)
+    write_section(options.output, markdown_section(report))
+    console.print(f"updated the throughput section of {options.output}")
+    if options.json is not None:
+        options.json.parent.mkdir(parents=True, exist_ok=True)
+        options.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        console.print(f"raw results: {options.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
