@@ -38,7 +38,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        message = f"Unknown path {request.url.path}. The API lives under /v1 (see /docs)."
+        message = f"Unknown path {request.url.path}. The API lives under /v1 (see /openapi.json)."
     elif exc.status_code == 405:
         message = f"Method {request.method} is not allowed on {request.url.path}."
     else:
