@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hearth.config import Settings, load_settings, read_environment
+from hearth.config import Settings, load_settings, parse_duration, read_environment
 from hearth.errors import ConfigError
 
 
@@ -73,3 +73,33 @@ def test_environment_json_values_set_lists() -> None:
     assert values == {"engine": {"extra_args": ["--mlock"]}}
     settings = load_settings(environ={"HEARTH_ENGINE__EXTRA_ARGS": '["--mlock"]'})
     assert settings.engine.extra_args == ["--mlock"]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("5m", 300.0), ("30s", 30.0), ("1h", 3600.0), ("250ms", 0.25), ("90", 90.0), ("-1", -1.0)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_model_entries_inherit_engine_settings_and_check_their_keys(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "m.yaml",
+        "engine:\n  parallel: 4\n  threads: 2\nmodels:\n  small:\n    model: gemma-3-270m\n"
+        "    parallel: 1\n    keep_alive: 10m\n",
+    )
+    settings = load_settings(config, environ={})
+    small = settings.models["small"]
+    assert small.keep_alive == 600.0
+    engine = small.engine(settings.engine)
+    assert (engine.parallel, engine.threads) == (1, 2)
+    assert settings.keep_alive == 300.0
+    assert settings.preload == ["gemma-3-270m"]
+
+    typo = write(tmp_path / "t.yaml", "models:\n  small:\n    model: x\n    paralel: 1\n")
+    with pytest.raises(ConfigError, match=r"models\.small\.paralel"):
+        load_settings(typo, environ={})
+    bad = write(tmp_path / "b.yaml", "models:\n  small:\n    model: x\n    keep_alive: soon\n")
+    with pytest.raises(ConfigError, match=r"models\.small\.keep_alive: .*not a duration"):
+        load_settings(bad, environ={})

@@ -9,15 +9,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from hearth.errors import ConfigError
 
+BUNDLED_MODEL_NAME = "gemma-3-270m"
 ENV_PREFIX = "HEARTH_"
 ENV_NESTING = "__"
 
@@ -51,6 +53,55 @@ class EngineSettings(_Strict):
     extra_args: list[str] = Field(default_factory=list, description="Extra llama-server flags.")
 
 
+_DURATION = re.compile(r"^(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: str | float) -> float:
+    """'5m' → 300.0, '30s' → 30.0, 90 → 90.0; a negative value means "forever"."""
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.match(value.strip())
+    if not match:
+        raise ValueError(f"{value!r} is not a duration; use seconds or a number with ms, s, m or h")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class ModelSettings(_Strict):
+    """One servable model: which file, under which names, with which engine settings.
+
+    Engine settings left unset fall back to the top-level `engine` section.
+    """
+
+    model: str = Field(
+        description="The stored model it serves (see `hearth ls`) or a path to a .gguf file."
+    )
+    aliases: list[str] = Field(default_factory=list, description="Other names clients may use.")
+    ctx_size: int | None = Field(None, ge=256)
+    parallel: int | None = Field(None, ge=1, le=256)
+    threads: int | None = Field(None, ge=1)
+    gpu_layers: int | None = Field(None, ge=-1)
+    chat_template: str | None = Field(
+        None, description="A Jinja chat template file, or a template shipped with Hearth."
+    )
+    keep_alive: Duration | None = Field(
+        None, description="Idle time before unloading (0: after each request; negative: never)."
+    )
+    extra_args: list[str] | None = None
+
+    def engine(self, defaults: EngineSettings) -> EngineSettings:
+        """The engine settings for this model: its own values over the top-level ones."""
+        own = {
+            key: value
+            for key in ("ctx_size", "parallel", "threads", "gpu_layers", "extra_args")
+            if (value := getattr(self, key)) is not None
+        }
+        return defaults.model_copy(update=own)
+
+
 class Settings(_Strict):
     """Everything `hearth serve` needs to know; see docs/configuration.md."""
 
@@ -69,6 +120,16 @@ class Settings(_Strict):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    keep_alive: Duration = Field(
+        300.0, description="Default idle time before a model is unloaded (negative: never)."
+    )
+    models: dict[str, ModelSettings] = Field(
+        default_factory=dict, description="Servable models by public name, besides the bundled one."
+    )
+    preload: list[str] = Field(
+        default_factory=lambda: [BUNDLED_MODEL_NAME],
+        description="Models loaded at start; /ready waits for them.",
+    )
 
     @property
     def logs_dir(self) -> Path:

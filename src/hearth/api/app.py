@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from hearth import __version__
 from hearth.api import health
+from hearth.api.admin import models as admin_models
 from hearth.api.errors import install_error_handlers
 from hearth.api.limits import BodySizeLimit
 from hearth.api.openai import chat, completions, models
@@ -43,4 +44,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     for module in (chat, completions, models):
         app.include_router(module.router, tags=["openai"])
+    app.include_router(admin_models.router)
     return app

@@ -19,15 +19,18 @@ async def health() -> dict[str, Any]:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/ready", summary="Readiness: every model's engine is loaded")
+@router.get("/ready", summary="Readiness: the preloaded models are loaded")
 async def ready(request: Request) -> JSONResponse:
+    services = services_of(request)
     models: dict[str, Any] = {}
-    for deployment in services_of(request).catalogue.deployments():
-        supervisor = deployment.supervisor
+    for name in services.settings.preload:
+        deployment = services.catalogue.resolve(name)
+        loaded = services.scheduler.get(deployment.name)
+        supervisor = loaded.supervisor if loaded else None
         models[deployment.name] = {
-            "state": supervisor.state.value,
-            "restarts": supervisor.restarts,
-            "last_error": supervisor.last_error,
+            "state": supervisor.state.value if supervisor else EngineState.STOPPED.value,
+            "restarts": supervisor.restarts if supervisor else 0,
+            "last_error": supervisor.last_error if supervisor else None,
         }
     all_ready = all(m["state"] == EngineState.READY.value for m in models.values())
     return JSONResponse(

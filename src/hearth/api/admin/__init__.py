@@ -1,0 +1,1 @@
+"""Operator endpoints under /admin (guarded by the admin key once keys exist)."""

@@ -1,0 +1,28 @@
+"""GET /admin/models/loaded and POST /admin/models/{name}/unload."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from hearth.api.services import services_of
+from hearth.errors import InvalidRequest
+
+router = APIRouter(prefix="/admin/models", tags=["admin"])
+
+
+@router.get("/loaded", summary="Loaded models: state, requests in flight, idle time, expiry")
+async def loaded_models(request: Request) -> dict[str, Any]:
+    now = time.monotonic()
+    return {"data": [m.describe(now) for m in services_of(request).scheduler.loaded()]}
+
+
+@router.post("/{name:path}/unload", summary="Unload a model now")
+async def unload_model(name: str, request: Request) -> dict[str, Any]:
+    services = services_of(request)
+    deployment = services.catalogue.resolve(name)
+    if not await services.scheduler.unload(deployment.name):
+        raise InvalidRequest(f"The model '{deployment.name}' is not loaded.", param="name")
+    return {"name": deployment.name, "unloaded": True}

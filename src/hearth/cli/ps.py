@@ -1,0 +1,69 @@
+"""`hearth ps` and `hearth unload`: ask a running Hearth which models are loaded, unload one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from hearth.cli.options import settings_from, settings_options
+from hearth.config import Settings
+
+
+def _admin(settings: Settings, method: str, path: str) -> Any:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    url = f"http://{host}:{settings.port}/admin/models{path}"
+    try:
+        response = httpx.request(method, url, timeout=30, trust_env=False)
+    except httpx.TransportError:
+        raise click.ClickException(
+            f"no Hearth answers at {url}; start one with `hearth serve` (or pass --config)"
+        ) from None
+    body = response.json()
+    if response.status_code >= 400:
+        raise click.ClickException(body.get("error", {}).get("message", response.text))
+    return body
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 0:
+        return "never"
+    minutes, seconds = divmod(int(value), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+@click.command()
+@settings_options
+def ps(config_file: Path | None, data_dir: Path | None) -> None:
+    """List the models a running Hearth has loaded."""
+    loaded = _admin(settings_from(config_file, data_dir=data_dir), "GET", "/loaded")["data"]
+    table = Table()
+    for column in ("model", "state", "pid", "in flight", "idle", "unloads in", "restarts"):
+        table.add_column(column)
+    for model in loaded:
+        table.add_row(
+            model["name"],
+            model["state"],
+            str(model["pid"] or "-"),
+            str(model["in_flight"]),
+            _seconds(model["idle_for_s"]),
+            "never" if model["keep_alive_s"] < 0 else _seconds(model["expires_in_s"]),
+            str(model["restarts"]),
+        )
+    Console().print(table if loaded else "no models loaded")
+
+
+@click.command()
+@click.argument("name")
+@settings_options
+def unload(name: str, config_file: Path | None, data_dir: Path | None) -> None:
+    """Unload model NAME from a running Hearth now."""
+    settings = settings_from(config_file, data_dir=data_dir)
+    answer = _admin(settings, "POST", f"/{name}/unload")
+    click.echo(f"unloaded {answer['name']}")

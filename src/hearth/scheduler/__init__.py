@@ -1,0 +1,1 @@
+"""Which local models are loaded: load on demand, keep_alive idle unload."""

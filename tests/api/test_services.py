@@ -1,0 +1,53 @@
+"""Building the catalogue from the settings: names, aliases, model references, preload."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hearth.api.services import build_catalogue
+from hearth.config import load_settings
+from hearth.errors import ConfigError
+
+
+def catalogue_for(tmp_path: Path, yaml_text: str):  # type: ignore[no-untyped-def]
+    config = tmp_path / "hearth.yaml"
+    config.write_text(yaml_text)
+    settings = load_settings(config, environ={})
+    return build_catalogue(settings, tmp_path / "llama-server", tmp_path / "bundled.gguf")
+
+
+def test_bundled_model_is_always_there_and_aliases_resolve(tmp_path: Path) -> None:
+    gguf = tmp_path / "other.gguf"
+    gguf.write_bytes(b"GGUF")
+    catalogue = catalogue_for(
+        tmp_path,
+        f"models:\n  other:\n    model: {gguf}\n    aliases: [gpt-4o-mini]\n    keep_alive: 0\n",
+    )
+    assert catalogue.names() == ["gemma-3-270m", "gpt-4o-mini", "other"]
+    other = catalogue.resolve("gpt-4o-mini")
+    assert other.name == "other"
+    assert other.keep_alive == 0
+    assert other.launcher.model_path == gguf  # type: ignore[attr-defined]
+    assert catalogue.resolve("gemma-3-270m").keep_alive == 300.0
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("models:\n  x:\n    model: /nope.gguf\n", r"models\.x\.model: '/nope\.gguf' is neither"),
+        (
+            "models:\n  x:\n    model: gemma-3-270m\n    aliases: [gemma-3-270m]\n",
+            "used twice",
+        ),
+        ("preload: [ghost]\n", "preload: 'ghost' is not a model"),
+        (
+            "models:\n  x:\n    model: gemma-3-270m\n    chat_template: nope\n",
+            r"models\.x\.chat_template: 'nope' is neither a file nor a template",
+        ),
+    ],
+)
+def test_config_mistakes_are_named(tmp_path: Path, yaml_text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        catalogue_for(tmp_path, yaml_text)
