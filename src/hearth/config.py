@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ByteSize, ConfigDict, Field, ValidationError
 
 from hearth.errors import ConfigError
 
@@ -123,6 +123,16 @@ class Settings(_Strict):
     keep_alive: Duration = Field(
         300.0, description="Default idle time before a model is unloaded (negative: never)."
     )
+    memory_budget: ByteSize | None = Field(
+        None,
+        description="Memory local models may use, e.g. '12GiB'; default: memory_fraction of RAM.",
+    )
+    memory_fraction: float = Field(
+        0.8, gt=0, le=1, description="Share of physical RAM used when memory_budget is unset."
+    )
+    load_queue_size: int = Field(
+        32, ge=0, description="Requests that may wait for room to load a model before 503."
+    )
     models: dict[str, ModelSettings] = Field(
         default_factory=dict, description="Servable models by public name, besides the bundled one."
     )
@@ -130,6 +140,12 @@ class Settings(_Strict):
         default_factory=lambda: [BUNDLED_MODEL_NAME],
         description="Models loaded at start; /ready waits for them.",
     )
+
+    def effective_memory_budget(self) -> int:
+        if self.memory_budget is not None:
+            return int(self.memory_budget)
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return int(physical * self.memory_fraction)
 
     @property
     def logs_dir(self) -> Path:

@@ -3,10 +3,15 @@
 HearthError
 ├── ConfigError              settings or environment are wrong; raised at start, never over HTTP
 ├── SetupError               something Hearth needs is missing (engine binary, model file)
+├── ModelStoreError          the model store cannot do that (bad file or name, rm refused)
+│   └── PullError            a download from the hub failed (unreachable, offline, not found)
+│       └── ChecksumMismatch the downloaded bytes differ from the checksum the hub publishes
 └── APIError                 carries an HTTP status and an OpenAI error type/code
     ├── InvalidRequest       400  the request is malformed or out of range
     ├── RequestTooLarge      413  the body exceeds max_request_bytes
     ├── ModelNotFound        404  no model of that name in the catalogue
+    ├── ModelTooLarge        400  the model can never fit in the memory budget
+    ├── ServerBusy           503  no room to load a model and the wait queue is full
     ├── UpstreamStatusError  4xx/5xx relayed: the engine or upstream refused the request
     └── EngineError          5xx  the engine could not answer
         ├── EngineUnavailable  503  not ready (loading, restarting, failed to start)
@@ -35,6 +40,7 @@ class APIError(HearthError):
     status_code = 500
     error_type = "server_error"
     code: str | None = None
+    headers: dict[str, str] | None = None  # extra response headers, e.g. Retry-After
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -89,6 +95,24 @@ class UpstreamStatusError(APIError):
             self.error_type = "invalid_request_error"
 
 
+class ModelTooLarge(APIError):
+    status_code = 400
+    error_type = "invalid_request_error"
+    code = "model_too_large"
+
+
+class ServerBusy(APIError):
+    """Answered with Retry-After: the condition is temporary."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "server_busy"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers = {"retry-after": str(retry_after)}
+
+
 class EngineError(APIError):
     status_code = 502
     error_type = "server_error"
@@ -107,3 +131,15 @@ class EngineCrashed(EngineError):
 class EngineTimeout(EngineError):
     status_code = 504
     code = "engine_timeout"
+
+
+class ModelStoreError(HearthError):
+    """The model store refused or failed an operation; the message says why and what to do."""
+
+
+class PullError(ModelStoreError):
+    """Downloading a model from the hub failed."""
+
+
+class ChecksumMismatch(PullError):
+    """A downloaded file's sha256 is not the one the hub publishes; the file was deleted."""

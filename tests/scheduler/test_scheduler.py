@@ -136,7 +136,7 @@ async def test_ten_concurrent_first_requests_share_one_load(server: HearthServer
 
 
 def test_ps_and_unload_commands(server: HearthServer) -> None:
-    ask(server, SECOND)
+    ask(server, SECOND, keep_alive=-1)  # kept while the slow CLI subprocesses run
     env = {**os.environ, "HEARTH_PORT": str(server.port), "COLUMNS": "200"}
 
     def hearth(*args: str) -> subprocess.CompletedProcess[str]:
@@ -152,7 +152,7 @@ def test_ps_and_unload_commands(server: HearthServer) -> None:
     listing = hearth("ps")
     assert listing.returncode == 0, listing.stderr
     assert SECOND in listing.stdout and "gemma-3-270m" in listing.stdout
-    assert "never" in listing.stdout  # the preloaded model does not expire
+    assert "never" in listing.stdout  # neither model expires
 
     assert hearth("unload", "gpt-4o-mini").stdout.strip() == f"unloaded {SECOND}"
     assert SECOND not in loaded(server)

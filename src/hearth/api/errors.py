@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def error_response(exc: APIError) -> JSONResponse:
-    return JSONResponse(exc.to_body(), status_code=exc.status_code)
+    return JSONResponse(exc.to_body(), status_code=exc.status_code, headers=exc.headers)
 
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:

@@ -19,7 +19,7 @@ async def health() -> dict[str, Any]:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/ready", summary="Readiness: the preloaded models are loaded")
+@router.get("/ready", summary="Readiness: preloaded models loaded (or evicted), none failing")
 async def ready(request: Request) -> JSONResponse:
     services = services_of(request)
     models: dict[str, Any] = {}
@@ -32,7 +32,9 @@ async def ready(request: Request) -> JSONResponse:
             "restarts": supervisor.restarts if supervisor else 0,
             "last_error": supervisor.last_error if supervisor else None,
         }
-    all_ready = all(m["state"] == EngineState.READY.value for m in models.values())
+    # A preloaded model that was evicted or unloaded is loaded again on demand: still ready.
+    serving = (EngineState.READY.value, EngineState.STOPPED.value)
+    all_ready = all(m["state"] in serving for m in models.values())
     return JSONResponse(
         {"status": "ready" if all_ready else "not_ready", "models": models},
         status_code=200 if all_ready else 503,

@@ -17,6 +17,7 @@ class LocalDeployment:
     launcher: Launcher
     keep_alive: float
     aliases: list[str] = field(default_factory=list)
+    memory_bytes: int = 0  # estimated need when loaded, for the scheduler's budget
     created: int = field(default_factory=lambda: int(time.time()))
 
     @property

@@ -1,9 +1,14 @@
-"""Loads local models on demand and unloads them when idle (keep_alive).
+"""Loads local models on demand, within a memory budget, and unloads them when idle.
 
 A model is loaded by the first request that needs it; requests that arrive while it loads wait
 for the same load. Each request holds the model while it runs, so an in-use model is never
 unloaded. When the last request finishes, the model's keep_alive starts: 0 unloads it at once, a
 negative value keeps it loaded, anything else unloads it after that many idle seconds.
+
+Loading a model that does not fit in the budget evicts idle models, least recently used first.
+When every loaded model is busy, the request waits (at most `queue_size` of them) until one is
+released; past that it gets 503 with Retry-After. A model larger than the whole budget is refused
+with a 400 that says how much it needs.
 """
 
 from __future__ import annotations
@@ -12,12 +17,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hearth.engines.supervisor import EngineSupervisor, SupervisorPolicy
+from hearth.errors import ModelTooLarge, ServerBusy
 from hearth.routing.catalogue import LocalDeployment
 
 log = logging.getLogger(__name__)
@@ -55,12 +61,23 @@ class LoadedModel:
 
 
 class Scheduler:
-    def __init__(self, policy: SupervisorPolicy, logs_dir: Path, reap_interval: float = 0.5):
+    def __init__(
+        self,
+        policy: SupervisorPolicy,
+        logs_dir: Path,
+        memory_budget: int | None = None,
+        queue_size: int = 32,
+        reap_interval: float = 0.5,
+    ):
         self.policy = policy
         self.logs_dir = logs_dir
+        self.memory_budget = memory_budget
+        self.queue_size = queue_size
         self.reap_interval = reap_interval
+        self.waiting = 0
+        self._room = asyncio.Condition()
         self._loaded: dict[str, LoadedModel] = {}
-        self._unloading: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -92,12 +109,60 @@ class Scheduler:
             loaded.keep_alive = keep_alive
         return loaded
 
+    def memory_in_use(self) -> int:
+        return sum(m.deployment.memory_bytes for m in self._loaded.values())
+
+    async def make_room_and_load(self, deployment: LocalDeployment) -> LoadedModel:
+        """Load a model once it fits: evict idle models (LRU) or wait for busy ones to finish."""
+        loaded = self._loaded.get(deployment.name)
+        if loaded is not None:
+            return loaded
+        budget, need = self.memory_budget, deployment.memory_bytes
+        if budget is not None and need > budget:
+            raise ModelTooLarge(
+                f"The model '{deployment.name}' needs about {_gib(need)} of memory but the budget "
+                f"is {_gib(budget)}; raise memory_budget or lower its ctx_size/parallel.",
+                param="model",
+            )
+        async with self._room:
+            while True:
+                loaded = self._loaded.get(deployment.name)
+                if loaded is not None:
+                    return loaded  # someone else loaded it while we waited
+                if budget is None or self.memory_in_use() + need <= budget:
+                    return self.load(deployment)
+                idle = [m for m in self._loaded.values() if m.in_flight == 0]
+                if idle:
+                    victim = min(idle, key=lambda m: m.last_used)
+                    log.info(
+                        "evicting idle model %s to load %s", victim.deployment.name, deployment.name
+                    )
+                    await self.unload(victim.deployment.name)
+                    continue
+                if self.waiting >= self.queue_size:
+                    raise ServerBusy(
+                        f"No memory to load '{deployment.name}' while the loaded models are busy, "
+                        f"and {self.waiting} requests are already waiting; retry shortly.",
+                        retry_after=5,
+                    )
+                self.waiting += 1
+                try:
+                    await asyncio.wait_for(self._room.wait(), self.policy.startup_timeout)
+                except TimeoutError:
+                    raise ServerBusy(
+                        f"Waited {self.policy.startup_timeout:.0f}s for memory to load "
+                        f"'{deployment.name}'; retry shortly.",
+                        retry_after=5,
+                    ) from None
+                finally:
+                    self.waiting -= 1
+
     @contextlib.asynccontextmanager
     async def use(
         self, deployment: LocalDeployment, keep_alive: float | None = None
     ) -> AsyncIterator[EngineSupervisor]:
         """Hold a model for one request: loaded on demand, never unloaded while held."""
-        loaded = self.load(deployment)
+        loaded = await self.make_room_and_load(deployment)
         loaded.in_flight += 1
         try:
             yield loaded.supervisor
@@ -106,8 +171,20 @@ class Scheduler:
             loaded.last_used = time.monotonic()
             if keep_alive is not None:
                 loaded.keep_alive = keep_alive
-            if loaded.in_flight == 0 and loaded.keep_alive == 0:
-                self._unload_soon(loaded)
+            if loaded.in_flight == 0:
+                if loaded.keep_alive == 0:
+                    self._unload_soon(loaded)
+                # In the background: an eviction may hold the lock while an engine stops.
+                self._in_background(self._wake_waiters())
+
+    async def _wake_waiters(self) -> None:
+        async with self._room:
+            self._room.notify_all()
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def get(self, name: str) -> LoadedModel | None:
         return self._loaded.get(name)
@@ -122,6 +199,8 @@ class Scheduler:
             return False
         log.info("unloading model %s", name)
         await loaded.supervisor.stop()
+        if not self._room.locked():  # eviction holds it and goes on by itself
+            await self._wake_waiters()
         return True
 
     async def aclose(self) -> None:
@@ -130,16 +209,14 @@ class Scheduler:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
         await asyncio.gather(*(self.unload(name) for name in list(self._loaded)))
-        await asyncio.gather(*self._unloading, return_exceptions=True)
+        await asyncio.gather(*self._background, return_exceptions=True)
 
     def _unload_soon(self, loaded: LoadedModel) -> None:
         async def unload_if_still_idle() -> None:
             if self._loaded.get(loaded.deployment.name) is loaded and loaded.in_flight == 0:
                 await self.unload(loaded.deployment.name)
 
-        task = asyncio.create_task(unload_if_still_idle())
-        self._unloading.add(task)
-        task.add_done_callback(self._unloading.discard)
+        self._in_background(unload_if_still_idle())
 
     async def _reap(self) -> None:
         while True:
@@ -154,3 +231,7 @@ class Scheduler:
                         now - loaded.last_used,
                     )
                     self._unload_soon(loaded)
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.2f} GiB"

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from hearth.api.services import build_catalogue
 from hearth.config import load_settings
 from hearth.errors import ConfigError
+from hearth.models.store import ModelStore
+from hearth.routing.local import build_catalogue
+from support.gguf_files import write_gguf
 
 
 def catalogue_for(tmp_path: Path, yaml_text: str):  # type: ignore[no-untyped-def]
@@ -36,7 +38,10 @@ def test_bundled_model_is_always_there_and_aliases_resolve(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("yaml_text", "message"),
     [
-        ("models:\n  x:\n    model: /nope.gguf\n", r"models\.x\.model: '/nope\.gguf' is neither"),
+        (
+            "models:\n  x:\n    model: /nope.gguf\n",
+            r"models\.x\.model: ./nope\.gguf. is not a stored model",
+        ),
         (
             "models:\n  x:\n    model: gemma-3-270m\n    aliases: [gemma-3-270m]\n",
             "used twice",
@@ -51,3 +56,23 @@ def test_bundled_model_is_always_there_and_aliases_resolve(tmp_path: Path) -> No
 def test_config_mistakes_are_named(tmp_path: Path, yaml_text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         catalogue_for(tmp_path, yaml_text)
+
+
+def test_stored_text_models_are_servable_by_name_and_embedders_are_left_out(
+    tmp_path: Path,
+) -> None:
+    store = ModelStore(tmp_path / "data" / "models")
+    store.import_file(write_gguf(tmp_path / "tiny-chat.gguf", chat_template="{{ x }}"))
+    store.import_file(write_gguf(tmp_path / "tiny-bert.gguf", arch="bert", pooling_type=1))
+    config = tmp_path / "hearth.yaml"
+    config.write_text(
+        f"data_dir: {tmp_path / 'data'}\n"
+        "models:\n  renamed:\n    model: tiny-chat\n    parallel: 1\n"
+    )
+    settings = load_settings(config, environ={})
+    catalogue = build_catalogue(settings, tmp_path / "llama-server", tmp_path / "bundled.gguf")
+    assert catalogue.names() == ["gemma-3-270m", "renamed", "tiny-chat"]
+    renamed = catalogue.resolve("renamed")
+    assert renamed.launcher.model_path == catalogue.resolve("tiny-chat").launcher.model_path  # type: ignore[attr-defined]
+    assert renamed.launcher.settings.parallel == 1  # type: ignore[attr-defined]
+    assert renamed.memory_bytes > (tmp_path / "tiny-chat.gguf").stat().st_size

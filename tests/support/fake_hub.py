@@ -1,0 +1,220 @@
+"""A loopback stand-in for the Hugging Face Hub, enough of its URL layout for `huggingface_hub`
+and `hearth pull`:
+
+    GET  /api/models/{owner}/{repo}[/revision/{rev}]   model info; with ?blobs=true the siblings
+                                                        carry size, blobId and lfs.sha256
+    HEAD /{owner}/{repo}/resolve/{rev}/{file}           the headers huggingface_hub reads:
+    GET  /{owner}/{repo}/resolve/{rev}/{file}           ETag/X-Linked-Etag, X-Repo-Commit,
+                                                        X-Linked-Size, Content-Length; Range → 206
+
+Faults, per file name: `cut_after[name] = n` sends n bytes of the body and closes the connection
+(once per `cuts[name]` count, default 1); `corrupt.add(name)` serves bytes that differ from the
+published sha256. Every request is recorded in `requests`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@dataclass(frozen=True)
+class Seen:
+    method: str
+    path: str
+    range: str | None
+    authorization: str | None
+
+
+@dataclass
+class HubFileData:
+    data: bytes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def blob_id(self) -> str:
+        return hashlib.sha1(b"blob %d\0" % len(self.data) + self.data).hexdigest()
+
+
+@dataclass
+class FakeHub:
+    host: str = "127.0.0.1"
+    port: int = 0
+    repos: dict[str, dict[str, HubFileData]] = field(default_factory=dict)
+    cut_after: dict[str, int] = field(default_factory=dict)
+    cuts: dict[str, int] = field(default_factory=dict)
+    corrupt: set[str] = field(default_factory=set)
+    requests: list[Seen] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def add_file(self, repo_id: str, name: str, data: bytes | Path) -> None:
+        content = data.read_bytes() if isinstance(data, Path) else data
+        self.repos.setdefault(repo_id, {})[name] = HubFileData(content)
+
+    def ranges_for(self, name: str) -> list[str]:
+        return [s.range for s in self.requests if s.path.endswith("/" + name) and s.range]
+
+    def downloads_of(self, name: str) -> int:
+        return sum(1 for s in self.requests if s.method == "GET" and s.path.endswith("/" + name))
+
+    def start(self) -> None:
+        hub = self
+
+        class Handler(_Handler):
+            pass
+
+        Handler.hub = hub
+        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+_INFO = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$")
+_RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    hub: FakeHub
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:
+        self._handle(body=True)
+
+    def do_HEAD(self) -> None:
+        self._handle(body=False)
+
+    def _handle(self, body: bool) -> None:
+        hub = self.hub
+        path = unquote(urlsplit(self.path).path)
+        hub.requests.append(
+            Seen(self.command, path, self.headers.get("Range"), self.headers.get("Authorization"))
+        )
+        if match := _INFO.match(path):
+            self._model_info(match["repo"], "blobs=true" in self.path.lower(), body)
+        elif match := _RESOLVE.match(path):
+            self._resolve(match["repo"], match["file"], body)
+        else:
+            self._send_json(404, {"error": "not found"}, body)
+
+    def _model_info(self, repo_id: str, blobs: bool, body: bool) -> None:
+        files = self.hub.repos.get(repo_id)
+        if files is None:
+            self._send_json(
+                404, {"error": "Repository not found"}, body, {"X-Error-Code": "RepoNotFound"}
+            )
+            return
+        siblings = []
+        for name, item in sorted(files.items()):
+            sibling: dict[str, object] = {"rfilename": name}
+            if blobs:
+                size = len(item.data)
+                sibling |= {
+                    "size": size,
+                    "blobId": item.blob_id,
+                    "lfs": {"sha256": item.sha256, "size": size, "pointerSize": 134},
+                }
+            siblings.append(sibling)
+        info = {"id": repo_id, "modelId": repo_id, "sha": COMMIT, "siblings": siblings}
+        self._send_json(200, info, body)
+
+    def _resolve(self, repo_id: str, name: str, body: bool) -> None:
+        item = self.hub.repos.get(repo_id, {}).get(name)
+        if item is None:
+            self._send_json(
+                404, {"error": "Entry not found"}, body, {"X-Error-Code": "EntryNotFound"}
+            )
+            return
+        data = item.data
+        if name in self.hub.corrupt:
+            data = bytes([data[0] ^ 0xFF]) + data[1:]
+        start = 0
+        status = 200
+        if (header := self.headers.get("Range")) and (m := re.match(r"bytes=(\d+)-$", header)):
+            start = int(m[1])
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            status = 206
+        payload = data[start:]
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", f'"{item.sha256}"')
+        self.send_header("X-Linked-Etag", f'"{item.sha256}"')
+        self.send_header("X-Linked-Size", str(len(data)))
+        self.send_header("X-Repo-Commit", COMMIT)
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.end_headers()
+        if not body:
+            return
+        cut = self.hub.cut_after.get(name)
+        if cut is not None and self.hub.cuts.get(name, 1) > 0:
+            self.hub.cuts[name] = self.hub.cuts.get(name, 1) - 1
+            self.wfile.write(payload[:cut])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(payload)
+
+    def _send_json(
+        self, status: int, data: object, body: bool, headers: dict[str, str] | None = None
+    ) -> None:
+        encoded = json.dumps(data).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(encoded)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if body:
+            self.wfile.write(encoded)
+
+
+@contextmanager
+def fake_hub_environment(monkeypatch: pytest.MonkeyPatch, home: Path) -> Iterator[FakeHub]:
+    """Start a fake hub and point this test's HF_ENDPOINT at it; no real hub, token or cache."""
+    hub = FakeHub()
+    hub.start()
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    monkeypatch.setenv("HF_HOME", str(home))
+    try:
+        yield hub
+    finally:
+        hub.stop()
