@@ -91,6 +91,10 @@ class ModelSettings(_Strict):
         None, description="Idle time before unloading (0: after each request; negative: never)."
     )
     extra_args: list[str] | None = None
+    defaults: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Request fields applied when a request leaves them out (e.g. temperature).",
+    )
 
     def engine(self, defaults: EngineSettings) -> EngineSettings:
         """The engine settings for this model: its own values over the top-level ones."""

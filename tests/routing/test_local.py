@@ -48,6 +48,10 @@ def test_bundled_model_is_always_there_and_aliases_resolve(tmp_path: Path) -> No
         ),
         ("preload: [ghost]\n", "preload: 'ghost' is not a model"),
         (
+            "models:\n  x:\n    model: gemma-3-270m\n    defaults: {temperature: 7}\n",
+            r"models\.x\.defaults\.temperature: .*less than or equal to 2",
+        ),
+        (
             "models:\n  x:\n    model: gemma-3-270m\n    chat_template: nope\n",
             r"models\.x\.chat_template: 'nope' is neither a file nor a template",
         ),

@@ -29,6 +29,7 @@ models:
     ctx_size: 2048
     keep_alive: 3s
     aliases: [gpt-4o-mini]
+    defaults: {{max_tokens: 3, temperature: 0}}
 """
 
 
@@ -159,3 +160,18 @@ def test_ps_and_unload_commands(server: HearthServer) -> None:
     again = hearth("unload", SECOND)
     assert again.returncode == 1
     assert "is not loaded" in again.stderr
+
+
+def test_model_defaults_fill_in_what_the_request_leaves_out(server: HearthServer) -> None:
+    def completion_tokens(**fields: Any) -> int:
+        reply = server.openai().chat.completions.create(
+            model=SECOND,
+            messages=[{"role": "user", "content": "Tell a story."}],
+            extra_body={"ignore_eos": True},
+            **fields,
+        )
+        assert reply.usage is not None
+        return reply.usage.completion_tokens
+
+    assert completion_tokens() == 3  # max_tokens from the model's defaults
+    assert completion_tokens(max_tokens=5) == 5  # the request wins

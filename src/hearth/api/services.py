@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from starlette.requests import Request
 
@@ -26,6 +27,19 @@ class Services:
     catalogue: Catalogue
     scheduler: Scheduler
     upstream: UpstreamClient
+    engine_binary: Path
+    bundled_model: Path
+
+    async def reload(self, settings: Settings) -> dict[str, str]:
+        """Apply new model settings while serving (SIGHUP or POST /admin/reload). Only the
+        catalogue changes: listening address, data folder and engine binary stay as they are."""
+        catalogue = await asyncio.to_thread(
+            build_catalogue, settings, self.engine_binary, self.bundled_model
+        )
+        changes = await self.scheduler.adopt(catalogue)
+        self.catalogue, self.settings = catalogue, settings
+        log.info("settings reloaded: %s", changes or "no model loaded")
+        return changes
 
     async def aclose(self) -> None:
         await self.scheduler.aclose()
@@ -65,4 +79,5 @@ async def start_services(settings: Settings) -> Services:
         own = settings.models.get(deployment.name)
         scheduler.load(deployment, keep_alive=None if own and own.keep_alive is not None else -1)
     log.info("engine logs in %s", settings.logs_dir)
-    return Services(settings, catalogue, scheduler, UpstreamClient(settings.upstream_timeout))
+    upstream = UpstreamClient(settings.upstream_timeout)
+    return Services(settings, catalogue, scheduler, upstream, binary.path, bundled_model)

@@ -29,10 +29,15 @@ def settings_options(func: F) -> F:
     return func
 
 
+def read_settings(config_file: Path | None, **flags: Any) -> Settings:
+    """Settings from the file, the environment (as it is now) and these flags."""
+    return load_settings(config_file, environ=_environ_without_config(), **flags)
+
+
 def settings_from(config_file: Path | None, **flags: Any) -> Settings:
     """Load settings, or exit with the problem named (no traceback for a typo)."""
     try:
-        return load_settings(config_file, environ=_environ_without_config(), **flags)
+        return read_settings(config_file, **flags)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 import click
@@ -10,7 +11,7 @@ import uvicorn
 
 from hearth import __version__
 from hearth.api.app import create_app
-from hearth.cli.options import settings_from, settings_options
+from hearth.cli.options import read_settings, settings_from, settings_options
 from hearth.engines.llama_cpp.locate import locate_llama_server
 from hearth.errors import SetupError
 from hearth.models.bundled import ensure_bundled_model
@@ -47,8 +48,15 @@ def serve(
     click.echo(f"  engine: {binary.path} (from {binary.source})")
     click.echo(f"  data:   {settings.data_dir}")
     click.echo("  press Ctrl-C to stop")
+    # SIGHUP (or POST /admin/reload) reads the same sources again.
+    app = create_app(
+        settings,
+        reload_settings=partial(
+            read_settings, config_file, host=host, port=port, data_dir=data_dir
+        ),
+    )
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

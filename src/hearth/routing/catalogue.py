@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from hearth.engines.base import Capabilities, Launcher
 from hearth.errors import ModelNotFound
@@ -18,6 +19,7 @@ class LocalDeployment:
     keep_alive: float
     aliases: list[str] = field(default_factory=list)
     memory_bytes: int = 0  # estimated need when loaded, for the scheduler's budget
+    defaults: dict[str, Any] = field(default_factory=dict)  # request fields the client left out
     created: int = field(default_factory=lambda: int(time.time()))
 
     @property
@@ -42,6 +44,10 @@ class Catalogue:
             return self._names[name]
         except KeyError:
             raise ModelNotFound(name, self.names()) from None
+
+    def get(self, name: str) -> LocalDeployment | None:
+        """The deployment of that model name (not alias), if any."""
+        return self._deployments.get(name)
 
     def names(self) -> list[str]:
         """Every name a client may use: models and their aliases."""

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from hearth.api.openai.protocol import SamplingParams
 from hearth.config import BUNDLED_MODEL_NAME, EngineSettings, ModelSettings, Settings
 from hearth.engines.llama_cpp.launcher import LlamaServerLauncher, bundled_template
 from hearth.errors import ConfigError, ModelNotFound, ModelStoreError, SetupError
@@ -41,11 +44,24 @@ def build_catalogue(settings: Settings, binary: Path, bundled_model: Path) -> Ca
             settings=model.engine(settings.engine),
             chat_template_file=template,
         )
+        try:
+            SamplingParams.model_validate({"model": name, **model.defaults})
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            raise ConfigError(f"models.{name}.defaults.{where}: {problem['msg']}") from None
         keep_alive = settings.keep_alive if model.keep_alive is None else model.keep_alive
         need = _memory_need(path, info, launcher.settings)
         try:
             catalogue.add(
-                LocalDeployment(name, launcher, keep_alive, list(model.aliases), memory_bytes=need)
+                LocalDeployment(
+                    name,
+                    launcher,
+                    keep_alive,
+                    list(model.aliases),
+                    memory_bytes=need,
+                    defaults=dict(model.defaults),
+                )
             )
         except ValueError as exc:
             raise ConfigError(f"models.{name}: {exc}") from None

@@ -24,7 +24,7 @@ from typing import Any
 
 from hearth.engines.supervisor import EngineSupervisor, SupervisorPolicy
 from hearth.errors import ModelTooLarge, ServerBusy
-from hearth.routing.catalogue import LocalDeployment
+from hearth.routing.catalogue import Catalogue, LocalDeployment
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +186,25 @@ class Scheduler:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    async def adopt(self, catalogue: Catalogue) -> dict[str, str]:
+        """Switch loaded models to a new catalogue (after a settings reload). A model whose engine
+        command line changed is reloaded, once; one that is gone is unloaded; any other change
+        (keep_alive, aliases, request defaults) applies without touching the engine."""
+        changes: dict[str, str] = {}
+        for name, loaded in list(self._loaded.items()):
+            new = catalogue.get(name)
+            if new is None:
+                await self.unload(name)
+                changes[name] = "unloaded"
+            elif _engine_argv(new) == _engine_argv(loaded.deployment):
+                loaded.deployment = new
+                changes[name] = "kept"
+            else:
+                await self.unload(name)
+                self.load(new, keep_alive=loaded.keep_alive)
+                changes[name] = "reloaded"
+        return changes
+
     def get(self, name: str) -> LoadedModel | None:
         return self._loaded.get(name)
 
@@ -235,3 +254,8 @@ class Scheduler:
 
 def _gib(size: int) -> str:
     return f"{size / 2**30:.2f} GiB"
+
+
+def _engine_argv(deployment: LocalDeployment) -> list[str]:
+    """The engine command line, port aside: what decides whether a change needs a reload."""
+    return deployment.launcher.command("127.0.0.1", 0).argv

@@ -36,7 +36,7 @@ async def forward(
             f"{', '.join(deployment.capabilities.names())}.",
             param="model",
         )
-    fields = payload.model_dump(exclude_unset=True, by_alias=True)
+    fields = {**deployment.defaults, **payload.model_dump(exclude_unset=True, by_alias=True)}
     keep_alive = _keep_alive(fields.pop("keep_alive", None))
     deployment.launcher.prepare_request(fields)
     body = json.dumps(fields).encode()
