@@ -134,6 +134,9 @@ class Settings(_Strict):
     memory_fraction: float = Field(
         0.8, gt=0, le=1, description="Share of physical RAM used when memory_budget is unset."
     )
+    request_queue_size: int = Field(
+        64, ge=0, description="Requests per model that may wait for a free slot before 503."
+    )
     load_queue_size: int = Field(
         32, ge=0, description="Requests that may wait for room to load a model before 503."
     )

@@ -175,3 +175,24 @@ def test_model_defaults_fill_in_what_the_request_leaves_out(server: HearthServer
 
     assert completion_tokens() == 3  # max_tokens from the model's defaults
     assert completion_tokens(max_tokens=5) == 5  # the request wins
+
+
+def test_slots_and_priority_header(server: HearthServer) -> None:
+    ask(server, SECOND)
+    model = loaded(server)[SECOND]
+    assert (model["slots"], model["slots_busy"], model["queued"]) == (2, 0, 0)
+    response = httpx.post(
+        f"{server.base_url}/v1/chat/completions",
+        json={"model": SECOND, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1},
+        headers={"x-hearth-priority": "urgent"},
+        timeout=30,
+    )
+    assert response.status_code == 400
+    assert "x-hearth-priority" in response.json()["error"]["message"]
+    response = httpx.post(
+        f"{server.base_url}/v1/chat/completions",
+        json={"model": SECOND, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1},
+        headers={"x-hearth-priority": "10"},
+        timeout=30,
+    )
+    assert response.status_code == 200

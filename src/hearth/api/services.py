@@ -70,6 +70,7 @@ async def start_services(settings: Settings) -> Services:
         settings.logs_dir,
         memory_budget=settings.effective_memory_budget(),
         queue_size=settings.load_queue_size,
+        request_queue_size=settings.request_queue_size,
     )
     scheduler.start()
     for name in settings.preload:

@@ -19,6 +19,7 @@ class LocalDeployment:
     keep_alive: float
     aliases: list[str] = field(default_factory=list)
     memory_bytes: int = 0  # estimated need when loaded, for the scheduler's budget
+    slots: int = 1  # requests the engine decodes at once; more wait in Hearth's queue
     defaults: dict[str, Any] = field(default_factory=dict)  # request fields the client left out
     created: int = field(default_factory=lambda: int(time.time()))
 

@@ -60,6 +60,7 @@ def build_catalogue(settings: Settings, binary: Path, bundled_model: Path) -> Ca
                     keep_alive,
                     list(model.aliases),
                     memory_bytes=need,
+                    slots=launcher.settings.parallel,
                     defaults=dict(model.defaults),
                 )
             )

@@ -25,6 +25,7 @@ from typing import Any
 from hearth.engines.supervisor import EngineSupervisor, SupervisorPolicy
 from hearth.errors import ModelTooLarge, ServerBusy
 from hearth.routing.catalogue import Catalogue, LocalDeployment
+from hearth.scheduler.slots import RequestSlots
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,11 @@ log = logging.getLogger(__name__)
 class LoadedModel:
     deployment: LocalDeployment
     supervisor: EngineSupervisor
+    slots: RequestSlots
     keep_alive: float
     loaded_at: float
     last_used: float
-    in_flight: int = 0
+    in_flight: int = 0  # requests holding the model: decoding or queued for a slot
 
     def expires_at(self) -> float | None:
         """Monotonic time of the idle unload, or None while in use or kept forever."""
@@ -51,6 +53,9 @@ class LoadedModel:
             "state": self.supervisor.state.value,
             "pid": self.supervisor.process.pid if self.supervisor.process else None,
             "in_flight": self.in_flight,
+            "slots": self.slots.slots,
+            "slots_busy": self.slots.busy,
+            "queued": self.slots.queued,
             "loaded_for_s": round(now - self.loaded_at, 1),
             "idle_for_s": None if self.in_flight else round(now - self.last_used, 1),
             "keep_alive_s": self.keep_alive,
@@ -67,12 +72,14 @@ class Scheduler:
         logs_dir: Path,
         memory_budget: int | None = None,
         queue_size: int = 32,
+        request_queue_size: int = 64,
         reap_interval: float = 0.5,
     ):
         self.policy = policy
         self.logs_dir = logs_dir
         self.memory_budget = memory_budget
         self.queue_size = queue_size
+        self.request_queue_size = request_queue_size
         self.reap_interval = reap_interval
         self.waiting = 0
         self._room = asyncio.Condition()
@@ -98,6 +105,7 @@ class Scheduler:
             loaded = LoadedModel(
                 deployment,
                 supervisor,
+                RequestSlots(deployment.name, deployment.slots, self.request_queue_size),
                 keep_alive=deployment.keep_alive if keep_alive is None else keep_alive,
                 loaded_at=now,
                 last_used=now,
@@ -159,13 +167,15 @@ class Scheduler:
 
     @contextlib.asynccontextmanager
     async def use(
-        self, deployment: LocalDeployment, keep_alive: float | None = None
+        self, deployment: LocalDeployment, keep_alive: float | None = None, priority: int = 0
     ) -> AsyncIterator[EngineSupervisor]:
-        """Hold a model for one request: loaded on demand, never unloaded while held."""
+        """Hold a model for one request: loaded on demand, never unloaded while held, and one of
+        its slots (waiting for one, by priority, when all are busy)."""
         loaded = await self.make_room_and_load(deployment)
         loaded.in_flight += 1
         try:
-            yield loaded.supervisor
+            async with loaded.slots.hold(priority):
+                yield loaded.supervisor
         finally:
             loaded.in_flight -= 1
             loaded.last_used = time.monotonic()

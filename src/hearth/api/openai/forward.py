@@ -38,12 +38,13 @@ async def forward(
         )
     fields = {**deployment.defaults, **payload.model_dump(exclude_unset=True, by_alias=True)}
     keep_alive = _keep_alive(fields.pop("keep_alive", None))
+    priority = _priority(request)
     deployment.launcher.prepare_request(fields)
     body = json.dumps(fields).encode()
     what = f"the engine for model '{deployment.name}'"
 
     if not payload.stream:
-        async with services.scheduler.use(deployment, keep_alive) as supervisor:
+        async with services.scheduler.use(deployment, keep_alive, priority) as supervisor:
             answer = await _to_engine(
                 supervisor, lambda base: services.upstream.post(base + path, body, what)
             )
@@ -54,7 +55,9 @@ async def forward(
     # is held until the stream ends, however it ends.
     stack = contextlib.AsyncExitStack()
     try:
-        supervisor = await stack.enter_async_context(services.scheduler.use(deployment, keep_alive))
+        supervisor = await stack.enter_async_context(
+            services.scheduler.use(deployment, keep_alive, priority)
+        )
 
         async def open_stream(base: str) -> tuple[str, EventStream]:
             stream = await stack.enter_async_context(
@@ -73,6 +76,22 @@ async def forward(
         # Runs even when the client went away before the first chunk was sent.
         background=BackgroundTask(stack.aclose),
     )
+
+
+PRIORITY_HEADER = "x-hearth-priority"
+
+
+def _priority(request: Request) -> int:
+    """Who goes first when a model's slots are all busy: higher first, default 0."""
+    raw = request.headers.get(PRIORITY_HEADER)
+    if raw is None:
+        return 0
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidRequest(
+            f"The {PRIORITY_HEADER} header must be an integer, not {raw!r}."
+        ) from None
 
 
 def _keep_alive(value: object) -> float | None:
