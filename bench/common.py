@@ -6,6 +6,7 @@ Every server binds to 127.0.0.1 and is stopped by pid (SIGTERM, then SIGKILL) by
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import re
@@ -13,15 +14,18 @@ import shlex
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from rich.console import Console
 
 from hearth.engines.process import die_with_parent_hook, tail
+from hearth.errors import HearthError
 
 HOST = "127.0.0.1"
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -290,3 +294,47 @@ def write_section(path: Path, section: str, name: str) -> None:
         text = text.rstrip("\n") + "\n\n" + section
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
+
+
+def run_and_report(
+    console: Console,
+    *,
+    section: str,
+    output: Path,
+    json_path: Path | None,
+    measure: Callable[[Processes, Path], dict[str, Any]],
+    show: Callable[[Console, dict[str, Any]], None],
+    markdown: Callable[[dict[str, Any]], str],
+) -> int:
+    """Run `measure` with a scratch folder and a process list that is always stopped (on success,
+    error, Ctrl-C or SIGTERM), then print the report and write its docs/benchmarks.md section."""
+    work = Path(tempfile.mkdtemp(prefix=f"hearth-bench-{section}-"))
+    processes = Processes(console)
+    previous = signal.signal(signal.SIGTERM, interrupt)  # stop the servers on SIGTERM too
+    ok = False
+    try:
+        report = measure(processes, work)
+        ok = True
+    except (BenchError, HearthError) as exc:
+        console.print(f"[red]benchmark failed:[/] {exc}")
+        return 1
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
+    finally:
+        console.print("stopping the servers")
+        processes.stop_all()
+        signal.signal(signal.SIGTERM, previous)
+        if ok:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            console.print(f"server logs kept in {work}")
+
+    show(console, report)
+    write_section(output, markdown(report), section)
+    console.print(f"updated the {section} section of {output}")
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        console.print(f"raw results: {json_path}")
+    return 0

@@ -18,11 +18,8 @@ import os
 import platform
 import re
 import shlex
-import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,13 +41,12 @@ from common import (
     Server,
     check_hearth_engine,
     end_token_ids,
-    interrupt,
     machine,
     machine_line,
     markers,
     prepare_data_dir,
+    run_and_report,
     shown,
-    write_section,
 )
 from hearth.config import EngineSettings, Settings, load_settings
 from hearth.engines.llama_cpp.launcher import LlamaServerLauncher, bundled_template
@@ -569,36 +565,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         names.append(LLAMA_CPP_PYTHON)
 
-    work = Path(tempfile.mkdtemp(prefix="hearth-bench-"))
-    processes = Processes(console)
-    previous = signal.signal(signal.SIGTERM, interrupt)  # stop the servers on SIGTERM too
-    ok = False
-    try:
-        report = benchmark(options, console, processes, work, settings, names)
-        ok = True
-    except (BenchError, HearthError) as exc:
-        console.print(f"[red]benchmark failed:[/] {exc}")
-        return 1
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]")
-        return 130
-    finally:
-        console.print("stopping the servers")
-        processes.stop_all()
-        signal.signal(signal.SIGTERM, previous)
-        if ok:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            console.print(f"server logs kept in {work}")
-
-    show(console, report)
-    write_section(options.output, markdown_section(report), SECTION)
-    console.print(f"updated the throughput section of {options.output}")
-    if options.json is not None:
-        options.json.parent.mkdir(parents=True, exist_ok=True)
-        options.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        console.print(f"raw results: {options.json}")
-    return 0
+    return run_and_report(
+        console,
+        section=SECTION,
+        output=options.output,
+        json_path=options.json,
+        measure=lambda processes, work: benchmark(
+            options, console, processes, work, settings, names
+        ),
+        show=show,
+        markdown=markdown_section,
+    )
 
 
 if __name__ == "__main__":
