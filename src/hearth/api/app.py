@@ -13,14 +13,17 @@ from fastapi import FastAPI
 
 from hearth import __version__
 from hearth.api import health
+from hearth.api import metrics as metrics_endpoint
 from hearth.api.admin import models as admin_models
 from hearth.api.admin import settings as admin_settings
 from hearth.api.errors import install_error_handlers
 from hearth.api.limits import BodySizeLimit
+from hearth.api.observe import RequestObserver
 from hearth.api.openai import chat, completions, models
 from hearth.api.services import Services, start_services
 from hearth.config import Settings
 from hearth.errors import ConfigError
+from hearth.observability.metrics import HearthMetrics
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +50,9 @@ def create_app(settings: Settings, reload_settings: SettingsLoader | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await start_services(settings)
+        services = await start_services(settings, metrics)
         app.state.services = services
+        metrics.watch(services.collect_metrics)
         app.state.reload_settings = reload_settings
         background: set[asyncio.Task[None]] = set()
         if reload_settings is not None:
@@ -70,9 +74,13 @@ def create_app(settings: Settings, reload_settings: SettingsLoader | None = None
         redoc_url=None,
     )
     app.state.settings = settings
+    metrics = HearthMetrics()
+    app.state.metrics = metrics
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestObserver, metrics=metrics)  # outermost: sees every answer
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(metrics_endpoint.router)
     for module in (chat, completions, models):
         app.include_router(module.router, tags=["openai"])
     app.include_router(admin_models.router)

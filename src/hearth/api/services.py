@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client.core import GaugeMetricFamily, Metric
 from starlette.requests import Request
 
 from hearth.config import Settings
 from hearth.engines.llama_cpp.locate import locate_llama_server
 from hearth.engines.supervisor import SupervisorPolicy
 from hearth.models.bundled import ensure_bundled_model
+from hearth.observability.metrics import HearthMetrics
 from hearth.routing.catalogue import Catalogue
 from hearth.routing.local import build_catalogue
 from hearth.scheduler.scheduler import Scheduler
@@ -41,6 +44,33 @@ class Services:
         log.info("settings reloaded: %s", changes or "no model loaded")
         return changes
 
+    def collect_metrics(self) -> Iterator[Metric]:
+        """Figures read from the scheduler at scrape time."""
+        labels = ["model"]
+        loaded = GaugeMetricFamily("hearth_model_loaded", "1 for each loaded model.", labels=labels)
+        memory = GaugeMetricFamily(
+            "hearth_model_memory_bytes", "Estimated memory of loaded models.", labels=labels
+        )
+        busy = GaugeMetricFamily("hearth_model_slots_busy", "Slots decoding.", labels=labels)
+        queued = GaugeMetricFamily(
+            "hearth_model_queue_depth", "Requests waiting for a slot.", labels=labels
+        )
+        restarts = GaugeMetricFamily(
+            "hearth_engine_restarts", "Restarts of a loaded model's engine.", labels=labels
+        )
+        for model in self.scheduler.loaded():
+            name = [model.deployment.name]
+            loaded.add_metric(name, 1)
+            memory.add_metric(name, model.deployment.memory_bytes)
+            busy.add_metric(name, model.slots.busy)
+            queued.add_metric(name, model.slots.queued)
+            restarts.add_metric(name, model.supervisor.restarts)
+        waiting = GaugeMetricFamily(
+            "hearth_load_queue_depth", "Requests waiting for memory to load a model."
+        )
+        waiting.add_metric([], self.scheduler.waiting)
+        yield from (loaded, memory, busy, queued, restarts, waiting)
+
     async def aclose(self) -> None:
         await self.scheduler.aclose()
         await self.upstream.aclose()
@@ -60,7 +90,7 @@ def supervisor_policy(settings: Settings) -> SupervisorPolicy:
     )
 
 
-async def start_services(settings: Settings) -> Services:
+async def start_services(settings: Settings, metrics: HearthMetrics) -> Services:
     """Build the catalogue and start loading the preloaded models; returns before they are ready."""
     binary = locate_llama_server(settings.llama_server, settings.tools_dir)
     bundled_model = await asyncio.to_thread(ensure_bundled_model, settings.models_dir)
@@ -71,6 +101,9 @@ async def start_services(settings: Settings) -> Services:
         memory_budget=settings.effective_memory_budget(),
         queue_size=settings.load_queue_size,
         request_queue_size=settings.request_queue_size,
+        on_model_ready=lambda name, seconds: metrics.model_load_duration.labels(name).observe(
+            seconds
+        ),
     )
     scheduler.start()
     for name in settings.preload:

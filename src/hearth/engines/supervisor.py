@@ -12,6 +12,7 @@ import enum
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,12 +56,14 @@ class EngineSupervisor:
         log_path: Path,
         policy: SupervisorPolicy,
         host: str = "127.0.0.1",
+        on_ready: Callable[[float], None] | None = None,
     ) -> None:
         self.name = name
         self.launcher = launcher
         self.log_path = log_path
         self.policy = policy
         self.host = host
+        self.on_ready = on_ready  # called with the load time in seconds, each time it is ready
         self.state = EngineState.STOPPED
         self.restarts = 0
         self.last_error: str | None = None
@@ -181,6 +184,8 @@ class EngineSupervisor:
                 process.pid,
             )
             self._set_state(EngineState.READY)
+            if self.on_ready is not None:
+                self.on_ready(self.ready_since - started)
             reason = await self._watch(process)
             if self._stopping:
                 return

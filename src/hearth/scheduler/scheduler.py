@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,7 @@ class Scheduler:
         queue_size: int = 32,
         request_queue_size: int = 64,
         reap_interval: float = 0.5,
+        on_model_ready: Callable[[str, float], None] | None = None,
     ):
         self.policy = policy
         self.logs_dir = logs_dir
@@ -81,6 +82,7 @@ class Scheduler:
         self.queue_size = queue_size
         self.request_queue_size = request_queue_size
         self.reap_interval = reap_interval
+        self.on_model_ready = on_model_ready
         self.waiting = 0
         self._room = asyncio.Condition()
         self._loaded: dict[str, LoadedModel] = {}
@@ -101,6 +103,7 @@ class Scheduler:
                 deployment.launcher,
                 log_path=self.logs_dir / f"{deployment.name.replace('/', '--')}.log",
                 policy=self.policy,
+                on_ready=self._ready_callback(deployment.name),
             )
             loaded = LoadedModel(
                 deployment,
@@ -214,6 +217,12 @@ class Scheduler:
                 self.load(new, keep_alive=loaded.keep_alive)
                 changes[name] = "reloaded"
         return changes
+
+    def _ready_callback(self, name: str) -> Callable[[float], None] | None:
+        callback = self.on_model_ready
+        if callback is None:
+            return None
+        return lambda seconds: callback(name, seconds)
 
     def get(self, name: str) -> LoadedModel | None:
         return self._loaded.get(name)

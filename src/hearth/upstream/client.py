@@ -70,11 +70,13 @@ class UpstreamClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def post(self, url: str, body: bytes, what: str) -> dict[str, Any]:
+    async def post(
+        self, url: str, body: bytes, what: str, headers: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         """POST a JSON body; return the decoded JSON answer or raise a Hearth error."""
         with map_transport_errors(what):
             response = await self._http.post(
-                url, content=body, headers={"content-type": "application/json"}
+                url, content=body, headers={"content-type": "application/json", **(headers or {})}
             )
         if response.status_code >= 400:
             raise error_from_response(response.status_code, response.content)
@@ -85,11 +87,16 @@ class UpstreamClient:
         return answer
 
     @contextlib.asynccontextmanager
-    async def open_stream(self, url: str, body: bytes, what: str) -> AsyncIterator[EventStream]:
+    async def open_stream(
+        self, url: str, body: bytes, what: str, headers: dict[str, str] | None = None
+    ) -> AsyncIterator[EventStream]:
         """Start a streamed POST. Errors before the first byte raise here, so callers can still
         answer with a proper HTTP error status; the stream itself is consumed afterwards."""
         request = self._http.build_request(
-            "POST", url, content=body, headers={"content-type": "application/json"}
+            "POST",
+            url,
+            content=body,
+            headers={"content-type": "application/json", **(headers or {})},
         )
         with map_transport_errors(what):
             response = await self._http.send(request, stream=True)

@@ -5,18 +5,21 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
+from hearth.api.observe import REQUEST_ID_HEADER
 from hearth.api.openai.protocol import SamplingParams
 from hearth.api.services import services_of
 from hearth.config import parse_duration
 from hearth.engines.supervisor import EngineSupervisor
 from hearth.errors import APIError, EngineCrashed, EngineUnavailable, InvalidRequest
+from hearth.observability.metrics import HearthMetrics
 from hearth.upstream.client import EventStream
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,7 @@ async def forward(
 ) -> Response:
     services = services_of(request)
     deployment = services.catalogue.resolve(payload.model)
+    request.state.model = deployment.name  # the metrics' model label
     if capability not in deployment.capabilities.names():
         raise InvalidRequest(
             f"The model '{deployment.name}' does not support {capability}; it supports: "
@@ -42,13 +46,17 @@ async def forward(
     deployment.launcher.prepare_request(fields)
     body = json.dumps(fields).encode()
     what = f"the engine for model '{deployment.name}'"
+    headers = {REQUEST_ID_HEADER: request.state.request_id}
+    metrics: HearthMetrics = request.app.state.metrics
 
     if not payload.stream:
         async with services.scheduler.use(deployment, keep_alive, priority) as supervisor:
             answer = await _to_engine(
-                supervisor, lambda base: services.upstream.post(base + path, body, what)
+                supervisor,
+                lambda base: services.upstream.post(base + path, body, what, headers),
             )
         answer["model"] = deployment.name
+        metrics.count_usage(deployment.name, answer.get("usage"))
         return JSONResponse(answer)
 
     # Open the stream before answering, so a refusal still gets its own HTTP status. The model
@@ -61,7 +69,7 @@ async def forward(
 
         async def open_stream(base: str) -> tuple[str, EventStream]:
             stream = await stack.enter_async_context(
-                services.upstream.open_stream(base + path, body, what)
+                services.upstream.open_stream(base + path, body, what, headers)
             )
             return base, stream
 
@@ -70,7 +78,7 @@ async def forward(
         await stack.aclose()
         raise
     return StreamingResponse(
-        _relay(stream, stack, supervisor, base),
+        _relay(stream, stack, supervisor, base, _StreamMeter(metrics, deployment.name, request)),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
         # Runs even when the client went away before the first chunk was sent.
@@ -129,13 +137,18 @@ async def _to_engine(supervisor: EngineSupervisor, call: Callable[[str], Awaitab
 
 
 async def _relay(
-    stream: EventStream, stack: contextlib.AsyncExitStack, supervisor: EngineSupervisor, base: str
+    stream: EventStream,
+    stack: contextlib.AsyncExitStack,
+    supervisor: EngineSupervisor,
+    base: str,
+    meter: _StreamMeter,
 ) -> AsyncIterator[bytes]:
     """Relay events as they come; a failure mid-stream ends with an error event and [DONE], so a
     client never mistakes a broken answer for a complete one. Leaving early (the client hung up)
     closes the engine connection, which makes llama-server stop generating."""
     try:
         async for events in stream.events():
+            meter.saw(events)
             yield events
     except APIError as exc:
         log.warning("stream for model %s failed mid-way: %s", supervisor.name, exc.message)
@@ -143,4 +156,33 @@ async def _relay(
             await supervisor.connection_failed(base)
         yield b"data: " + json.dumps(exc.to_body()).encode() + b"\n\ndata: [DONE]\n\n"
     finally:
+        meter.done()
         await stack.aclose()
+
+
+class _StreamMeter:
+    """Time to first chunk and token usage of a relayed stream, for the metrics. Usage is read
+    only from events that mention it (the final chunk), so most chunks are not parsed."""
+
+    def __init__(self, metrics: HearthMetrics, model: str, request: Request) -> None:
+        self.metrics = metrics
+        self.model = model
+        self.started: float = request.state.started
+        self.first = True
+        self.usage: dict[str, Any] | None = None
+
+    def saw(self, events: bytes) -> None:
+        if self.first:
+            self.first = False
+            elapsed = time.perf_counter() - self.started
+            self.metrics.time_to_first_token.labels(self.model).observe(elapsed)
+        if b'"usage"' in events:
+            for line in events.splitlines():
+                if line.startswith(b"data: {"):
+                    with contextlib.suppress(ValueError):
+                        usage = json.loads(line[6:]).get("usage")
+                        if isinstance(usage, dict):
+                            self.usage = usage
+
+    def done(self) -> None:
+        self.metrics.count_usage(self.model, self.usage)

@@ -1,0 +1,72 @@
+"""Per-request bookkeeping as plain ASGI: the request id (`x-request-id` honoured or generated,
+returned, and left in `request.state` for upstream calls), request counts, durations and
+requests in flight. The model label comes from `request.state.model`, set by the endpoints."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hearth.observability.metrics import HearthMetrics
+
+REQUEST_ID_HEADER = "x-request-id"
+# A client's id is kept only if it is short and plain: it ends up in logs and upstream headers.
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+UNTRACKED = ("/metrics", "/health")
+
+
+def request_id_of(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            candidate: str = value.decode("latin-1")
+            if _SAFE_ID.match(candidate):
+                return candidate
+            break
+    return uuid.uuid4().hex
+
+
+class RequestObserver:
+    def __init__(self, app: ASGIApp, metrics: HearthMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_of(scope)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["started"] = time.perf_counter()
+        status = 500
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (REQUEST_ID_HEADER.encode(), request_id.encode()),
+                ]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_observed)
+        finally:
+            self.metrics.in_flight.dec()
+            endpoint = _endpoint(scope)
+            if endpoint not in UNTRACKED:
+                model = state.get("model", "")
+                self.metrics.requests.labels(endpoint, model, str(status)).inc()
+                elapsed = time.perf_counter() - state["started"]
+                self.metrics.request_duration.labels(endpoint).observe(elapsed)
+
+
+def _endpoint(scope: Scope) -> str:
+    """The matched route's path template (bounded: never the raw path), set by the router;
+    'other' when no route matched (unknown paths, bodies refused before routing)."""
+    return str(getattr(scope.get("route"), "path", "other"))

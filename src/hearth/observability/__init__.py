@@ -1,0 +1,1 @@
+"""Seeing Hearth work: metrics, request ids, request logs."""

@@ -1,0 +1,71 @@
+"""Prometheus metrics: one registry per application (no process-wide globals), so several apps
+in one process, as in tests, never share counters. Labels stay bounded: model and endpoint names
+from the catalogue and the route table, never request ids or keys."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
+# Tokens are generated in tens of milliseconds; loads and whole answers take seconds.
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+LOAD_BUCKETS = (0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300)
+
+
+class HearthMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "hearth_requests", "Requests answered.", ["endpoint", "model", "status"], registry=r
+        )
+        self.request_duration = Histogram(
+            "hearth_request_duration_seconds",
+            "Time from request to the end of the answer.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge("hearth_requests_in_flight", "Requests being answered.", registry=r)
+        self.time_to_first_token = Histogram(
+            "hearth_time_to_first_token_seconds",
+            "Time from request to the first streamed chunk.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "hearth_tokens", "Tokens processed.", ["model", "direction"], registry=r
+        )
+        self.model_load_duration = Histogram(
+            "hearth_model_load_duration_seconds",
+            "Time from starting an engine to its model being ready.",
+            ["model"],
+            buckets=LOAD_BUCKETS,
+            registry=r,
+        )
+
+    def count_usage(self, model: str, usage: dict[str, Any] | None) -> None:
+        if not usage:
+            return
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(prompt, int):
+            self.tokens.labels(model, "in").inc(prompt)
+        if isinstance(completion, int):
+            self.tokens.labels(model, "out").inc(completion)
+
+    def watch(self, collect: Callable[[], Iterable[Metric]]) -> None:
+        """Add figures read at scrape time (loaded models, queues, restarts)."""
+        self.registry.register(_CallbackCollector(collect))
+
+
+class _CallbackCollector(Collector):
+    def __init__(self, collect: Callable[[], Iterable[Metric]]) -> None:
+        self._collect = collect
+
+    def collect(self) -> Iterable[Metric]:
+        return self._collect()
