@@ -123,6 +123,9 @@ class Settings(_Strict):
         600.0, gt=0, description="Seconds an engine may take to answer one request."
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="'json': one JSON object per line, for log pipelines."
+    )
     engine: EngineSettings = Field(default_factory=EngineSettings)
     keep_alive: Duration = Field(
         300.0, description="Default idle time before a model is unloaded (negative: never)."

@@ -3,12 +3,14 @@ requests are served."""
 
 from __future__ import annotations
 
+import json
 import re
+import time
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from support.hearth_server import HearthServer
+from support.hearth_server import HearthServer, StartHearth
 
 MODEL = "gemma-3-270m"
 CHAT = "/v1/chat/completions"
@@ -85,3 +87,45 @@ def test_metrics_move_as_requests_are_served(hearth: HearthServer) -> None:
     assert delta("hearth_engine_tokens_predicted_total", model=MODEL) >= 4 + 5
     # Scrapes and health checks are not counted as API requests.
     assert delta("hearth_requests_total", endpoint="/metrics", model="", status="200") == 0
+
+
+def logged(server: HearthServer, marker: str) -> list[str]:
+    """The server's log lines with `marker`: the line is written just after the answer ends."""
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [line for line in server.log().splitlines() if marker in line]
+        if lines or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
+def test_one_log_line_per_request_with_its_fields(hearth: HearthServer) -> None:
+    hearth.openai().chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=3,
+        extra_headers={"x-request-id": "log-me-1"},
+        extra_body={"ignore_eos": True},
+    )
+    (line,) = logged(hearth, "request_id=log-me-1")
+    assert "hearth.access: POST /v1/chat/completions 200" in line
+    assert f"model={MODEL}" in line and "completion_tokens=3" in line
+    assert "latency_ms=" in line
+
+
+def test_json_logs(start_hearth: StartHearth) -> None:
+    server = start_hearth(env={"HEARTH_LOG_FORMAT": "json"})
+    stream = server.openai().chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=2,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_headers={"x-request-id": "json-1"},
+    )
+    list(stream)
+    (line,) = logged(server, '"request_id": "json-1"')
+    entry = json.loads(line)
+    assert entry["logger"] == "hearth.access"
+    assert entry["status"] == 200 and entry["model"] == MODEL
+    assert entry["completion_tokens"] == 2 and entry["ttft_ms"] > 0

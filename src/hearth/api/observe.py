@@ -4,13 +4,18 @@ requests in flight. The model label comes from `request.state.model`, set by the
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hearth.observability.logs import ACCESS_LOGGER
 from hearth.observability.metrics import HearthMetrics
+
+access_log = logging.getLogger(ACCESS_LOGGER)
 
 REQUEST_ID_HEADER = "x-request-id"
 # A client's id is kept only if it is short and plain: it ends up in logs and upstream headers.
@@ -61,12 +66,35 @@ class RequestObserver:
             endpoint = _endpoint(scope)
             if endpoint not in UNTRACKED:
                 model = state.get("model", "")
-                self.metrics.requests.labels(endpoint, model, str(status)).inc()
                 elapsed = time.perf_counter() - state["started"]
+                self.metrics.requests.labels(endpoint, model, str(status)).inc()
                 self.metrics.request_duration.labels(endpoint).observe(elapsed)
+                _log_request(scope, state, status, elapsed)
 
 
 def _endpoint(scope: Scope) -> str:
     """The matched route's path template (bounded: never the raw path), set by the router;
     'other' when no route matched (unknown paths, bodies refused before routing)."""
     return str(getattr(scope.get("route"), "path", "other"))
+
+
+def _log_request(scope: Scope, state: dict[str, Any], status: int, elapsed: float) -> None:
+    usage = state.get("usage") or {}
+    ttft = state.get("ttft")
+    access_log.info(
+        "%s %s %s",
+        scope["method"],
+        scope["path"],
+        status,
+        extra={
+            "fields": {
+                "request_id": state["request_id"],
+                "status": status,
+                "model": state.get("model"),
+                "prompt_tokens": usage.get("prompt_tokens"),
+                "completion_tokens": usage.get("completion_tokens"),
+                "latency_ms": round(elapsed * 1000, 1),
+                "ttft_ms": None if ttft is None else round(ttft * 1000, 1),
+            }
+        },
+    )

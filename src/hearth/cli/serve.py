@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from functools import partial
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from hearth.cli.options import read_settings, settings_from, settings_options
 from hearth.engines.llama_cpp.locate import locate_llama_server
 from hearth.errors import SetupError
 from hearth.models.bundled import ensure_bundled_model
+from hearth.observability.logs import configure_logging
 
 
 @click.command()
@@ -30,13 +30,7 @@ def serve(
     model is loaded, and requests sent earlier wait for it.
     """
     settings = settings_from(config_file, host=host, port=port, data_dir=data_dir)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    # One line per engine health probe is noise, not news.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         binary = locate_llama_server(settings.llama_server, settings.tools_dir)
         # First run only (~2 s): done here so a failure is a message, not a lifespan traceback.
@@ -61,4 +55,6 @@ def serve(
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.engine.shutdown_grace) + 5,
+        access_log=False,  # Hearth logs each request itself, with model, tokens and request id
+        log_config=None,  # keep the handlers configure_logging set up
     )

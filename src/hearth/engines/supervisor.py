@@ -74,7 +74,13 @@ class EngineSupervisor:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         # Engines are on loopback: never route the probes through a user's HTTP proxy.
-        self._probe = httpx.AsyncClient(timeout=policy.health_timeout, trust_env=False)
+        # No keep-alive: probes are seconds apart, past llama-server's 5 s idle limit, and a
+        # connection closing as a probe reuses it would count as a missed probe.
+        self._probe = httpx.AsyncClient(
+            timeout=policy.health_timeout,
+            trust_env=False,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
 
     @property
     def process(self) -> EngineProcess | None:

@@ -18,6 +18,11 @@ from hearth.errors import (
     UpstreamStatusError,
 )
 
+# llama-server (cpp-httplib) closes idle keep-alive connections after 5 s. Reusing one just as
+# it closes fails with "Server disconnected without sending a response", so idle connections are
+# dropped well before that.
+KEEPALIVE_EXPIRY_S = 2.0
+
 # Separators of server-sent events; relaying whole events lets a failure append a clean error event.
 _EVENT_ENDS = (b"\n\n", b"\r\n\r\n")
 
@@ -62,7 +67,11 @@ class UpstreamClient:
     def __init__(self, timeout: float, max_connections: int = 512) -> None:
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=10.0),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=64),
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=64,
+                keepalive_expiry=KEEPALIVE_EXPIRY_S,
+            ),
             # Engines are on loopback: never route them through a user's HTTP proxy.
             trust_env=False,
         )

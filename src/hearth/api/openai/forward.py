@@ -57,6 +57,7 @@ async def forward(
             )
         answer["model"] = deployment.name
         metrics.count_usage(deployment.name, answer.get("usage"))
+        request.state.usage = answer.get("usage")
         return JSONResponse(answer)
 
     # Open the stream before answering, so a refusal still gets its own HTTP status. The model
@@ -167,6 +168,7 @@ class _StreamMeter:
     def __init__(self, metrics: HearthMetrics, model: str, request: Request) -> None:
         self.metrics = metrics
         self.model = model
+        self.state = request.state
         self.started: float = request.state.started
         self.first = True
         self.usage: dict[str, Any] | None = None
@@ -176,6 +178,7 @@ class _StreamMeter:
             self.first = False
             elapsed = time.perf_counter() - self.started
             self.metrics.time_to_first_token.labels(self.model).observe(elapsed)
+            self.state.ttft = elapsed
         if b'"usage"' in events:
             for line in events.splitlines():
                 if line.startswith(b"data: {"):
@@ -186,3 +189,4 @@ class _StreamMeter:
 
     def done(self) -> None:
         self.metrics.count_usage(self.model, self.usage)
+        self.state.usage = self.usage
