@@ -20,6 +20,7 @@ from rich.progress import (
 from rich.table import Table
 
 from hearth.cli.options import settings_from, settings_options
+from hearth.cli.running import server_url
 from hearth.config import Settings
 from hearth.errors import HearthError
 from hearth.models.bundled import BUNDLED_MODEL_NAME, BUNDLED_TEMPLATE
@@ -148,7 +149,7 @@ def rm(name: str, force: bool, config_file: Path | None, data_dir: Path | None) 
     _run(lambda: store.get(name))
     if not force and name != BUNDLED_MODEL_NAME and name in (loaded_models(settings) or set()):
         raise click.ClickException(
-            f"{name} is loaded by the server at {_server_url(settings)}; unload it first with "
+            f"{name} is loaded by the server at {server_url(settings)}; unload it first with "
             f"`hearth unload {name}`, or pass --force to remove it anyway"
         )
     model = _run(lambda: store.remove(name))
@@ -159,23 +160,14 @@ def rm(name: str, force: bool, config_file: Path | None, data_dir: Path | None) 
 def loaded_models(settings: Settings) -> set[str] | None:
     """Names the running server has loaded, or None when no server answers (nothing loaded)."""
     try:
-        response = httpx.get(f"{_server_url(settings)}/admin/models/loaded", timeout=LOADED_TIMEOUT)
+        response = httpx.get(
+            f"{server_url(settings)}/admin/models/loaded", timeout=LOADED_TIMEOUT, trust_env=False
+        )
         response.raise_for_status()
         data = response.json().get("data", [])
         return {str(item["name"]) for item in data if isinstance(item, dict) and "name" in item}
     except (httpx.HTTPError, ValueError, AttributeError):
         return None
-
-
-def _server_url(settings: Settings) -> str:
-    host = settings.host
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{settings.port}"
 
 
 def _info_rows(model: StoredModel, info: GGUFInfo, settings: Settings) -> list[tuple[str, Any]]:

@@ -11,12 +11,12 @@ from rich.console import Console
 from rich.table import Table
 
 from hearth.cli.options import settings_from, settings_options
+from hearth.cli.running import server_url
 from hearth.config import Settings
 
 
 def _admin(settings: Settings, method: str, path: str) -> Any:
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    url = f"http://{host}:{settings.port}/admin/models{path}"
+    url = f"{server_url(settings)}/admin/models{path}"
     try:
         response = httpx.request(method, url, timeout=30, trust_env=False)
     except httpx.TransportError:
