@@ -47,7 +47,7 @@ from common import (
     shown,
     wait_ready,
 )
-from hearth.config import EngineSettings, Settings, load_settings
+from hearth.config import EngineSettings, Settings
 from hearth.engines.llama_cpp.launcher import LlamaServerLauncher
 from hearth.engines.llama_cpp.locate import engine_version, locate_llama_server
 from hearth.engines.ports import free_port
@@ -58,8 +58,9 @@ from hearth.models.bundled import (
     bundled_model_path,
     ensure_bundled_model,
 )
-from hearth.routing.catalogue import LocalDeployment
+from hearth.routing.deployment import LocalDeployment
 from hearth.routing.local import build_catalogue
+from hearth.settings_layers import load_settings
 
 SECTION = "model-load"
 MARK_START, MARK_END = markers(SECTION)
@@ -464,7 +465,7 @@ def hearth_config(
     except ValidationError as exc:
         raise BenchError(f"invalid Hearth settings: {exc}") from None
     catalogue = build_catalogue(probe, binary, bundled_model_path(probe.models_dir))
-    deployments = {model: catalogue.resolve(model) for model in MODELS}
+    deployments = {model: catalogue.local(model) for model in MODELS}
     for name, deployment in deployments.items():
         if not isinstance(deployment.launcher, LlamaServerLauncher):
             raise BenchError(f"{name} is not served by llama-server")

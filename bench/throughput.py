@@ -48,12 +48,13 @@ from common import (
     run_and_report,
     shown,
 )
-from hearth.config import EngineSettings, Settings, load_settings
+from hearth.config import EngineSettings, Settings
 from hearth.engines.llama_cpp.launcher import LlamaServerLauncher, bundled_template
 from hearth.engines.llama_cpp.locate import engine_version, locate_llama_server
 from hearth.engines.ports import free_port
 from hearth.errors import HearthError
 from hearth.models.bundled import BUNDLED_MODEL_NAME, BUNDLED_TEMPLATE, ensure_bundled_model
+from hearth.settings_layers import load_settings
 
 HEARTH = "Hearth"
 LLAMA_SERVER = "llama-server"

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from hearth.config import Settings, load_settings, parse_duration, read_environment
+from hearth.config import Settings, parse_duration
 from hearth.errors import ConfigError
+from hearth.settings_layers import load_settings, read_environment
 
 
 def write(path: Path, text: str) -> Path:
@@ -92,7 +93,7 @@ def test_model_entries_inherit_engine_settings_and_check_their_keys(tmp_path: Pa
     settings = load_settings(config, environ={})
     small = settings.models["small"]
     assert small.keep_alive == 600.0
-    engine = small.engine(settings.engine)
+    engine = small.engine_settings(settings.engine)
     assert (engine.parallel, engine.threads) == (1, 2)
     assert settings.keep_alive == 300.0
     assert settings.preload == ["gemma-3-270m"]

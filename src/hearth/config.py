@@ -1,27 +1,24 @@
-"""Hearth's settings: one validated object, layered file (YAML) < environment (HEARTH_*) < flags.
-
-Every layer is checked for unknown keys before the layers are merged, so a typo is an error
-that names the key and where it came from rather than a silently ignored default.
+"""Hearth's settings: one validated object and its sections, with the defaults and limits of
+every key. Where the values come from (file < environment < flags) is `hearth.settings_layers`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, BeforeValidator, ByteSize, ConfigDict, Field, ValidationError
-
-from hearth.errors import ConfigError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ByteSize,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 
 BUNDLED_MODEL_NAME = "gemma-3-270m"
-ENV_PREFIX = "HEARTH_"
-ENV_NESTING = "__"
 
 
 def default_data_dir() -> Path:
@@ -70,6 +67,140 @@ def parse_duration(value: str | float) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
+class Price(_Strict):
+    """What a deployment's tokens cost, per million; for local models an amortised figure."""
+
+    input: float = Field(0.0, ge=0, description="Price per million prompt tokens.")
+    output: float = Field(0.0, ge=0, description="Price per million completion tokens.")
+
+    def of(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
+
+
+Capability = Literal["chat", "completion", "embeddings", "rerank"]
+
+
+class DeploymentTimeouts(_Strict):
+    connect: Duration = Field(5.0, gt=0, description="Time to open a connection.")
+    first_token: Duration = Field(
+        60.0, gt=0, description="Time to the first byte of the answer (and between chunks)."
+    )
+    total: Duration = Field(600.0, gt=0, description="Time for the whole answer.")
+
+
+class DeploymentSettings(_Strict):
+    """An upstream Hearth does not run: any server that speaks the OpenAI protocol."""
+
+    url: str = Field(
+        pattern=r"^https?://[^\s/]+",
+        description="Base URL of its OpenAI API, e.g. http://gpu-box:8000/v1.",
+    )
+    model: str | None = Field(None, description="Its name for the model; default: the key.")
+    api_key: str | None = Field(
+        None, description="Where the key is: 'env:NAME' or 'file:PATH' (never logged)."
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
+    timeouts: DeploymentTimeouts = Field(default_factory=DeploymentTimeouts)
+    max_concurrency: int | None = Field(
+        None, ge=1, description="Requests in flight at once; past it, routes try the next one."
+    )
+    price: Price = Field(default_factory=Price)
+    capabilities: list[Capability] = Field(
+        default_factory=lambda: list[Capability](("chat", "completion")),
+        description="What it serves: chat, completion, embeddings, rerank.",
+    )
+    aliases: list[str] = Field(default_factory=list, description="Other names clients may use.")
+    import_models: bool = Field(
+        False, description="Also serve every model its /models lists, as '<key>/<model id>'."
+    )
+    health_check: bool = Field(True, description="Probe its /models in the background.")
+
+
+class RouteTarget(_Strict):
+    deployment: str
+    weight: float = Field(1.0, ge=0, description="Share of traffic under 'weighted'.")
+
+
+Strategy = Literal["priority", "weighted", "least-busy", "lowest-latency", "lowest-cost"]
+
+
+class RouteSettings(_Strict):
+    """A public model name served by one or more deployments (local models or remote ones)."""
+
+    deployments: list[str | RouteTarget] = Field(
+        min_length=1, description="Deployments or local models, in priority order."
+    )
+    strategy: Strategy = "priority"
+    aliases: list[str] = Field(default_factory=list, description="Other names clients may use.")
+
+    def targets(self) -> list[RouteTarget]:
+        return [
+            RouteTarget(deployment=item) if isinstance(item, str) else item
+            for item in self.deployments
+        ]
+
+
+class BreakerSettings(_Strict):
+    failures: int = Field(5, ge=1, description="Failures within the window that open it.")
+    window: Duration = Field(60.0, gt=0, description="Seconds over which failures count.")
+    cooldown: Duration = Field(30.0, gt=0, description="Seconds open before a trial request.")
+
+
+class RoutingSettings(_Strict):
+    retries: int = Field(
+        2, ge=0, description="Retries of one deployment before falling back to the next."
+    )
+    backoff: Duration = Field(0.25, ge=0, description="First retry delay; doubles, with jitter.")
+    backoff_max: Duration = Field(8.0, ge=0, description="Longest retry delay.")
+    health_check_interval: Duration = Field(
+        30.0, ge=0, description="Seconds between probes of remote deployments (0: off)."
+    )
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+
+
+class CacheSettings(_Strict):
+    """Exact-match cache of answers to deterministic requests (temperature 0 or a seed)."""
+
+    enabled: bool = False
+    ttl: Duration = Field(3600.0, gt=0, description="Seconds an answer stays cached.")
+    max_entries: int = Field(1024, ge=1, description="Answers kept in memory (LRU).")
+    max_entry_bytes: ByteSize = Field(
+        ByteSize(1024 * 1024), ge=1, description="Larger answers are not cached."
+    )
+
+
+EngineKind = Literal["llama.cpp", "transformers", "vllm", "mlx", "mlx-vlm"]
+Task = Literal["chat", "embeddings", "rerank"]
+
+
+class VLLMSettings(_Strict):
+    """How `vllm serve` runs one model (see docs/engines.md)."""
+
+    tensor_parallel_size: int | None = Field(None, ge=1, description="GPUs to shard over.")
+    pipeline_parallel_size: int | None = Field(None, ge=1, description="Pipeline stages.")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="Share of each GPU's memory vLLM may take (its default 0.9)."
+    )
+    max_model_len: int | None = Field(None, ge=16, description="Context length; default: model's.")
+    quantization: str | None = Field(None, description="e.g. awq, gptq, fp8; default: detected.")
+    lora_modules: dict[str, str] = Field(
+        default_factory=dict, description="LoRA adapters by name: {name: path}."
+    )
+    max_lora_rank: int | None = Field(None, ge=1)
+    extra_args: list[str] = Field(default_factory=list, description="Extra `vllm serve` flags.")
+
+
+class TracingSettings(_Strict):
+    """OpenTelemetry traces over OTLP/HTTP (needs the `otel` extra)."""
+
+    enabled: bool = False
+    endpoint: str = Field(
+        "http://127.0.0.1:4318/v1/traces", description="The collector's OTLP/HTTP traces URL."
+    )
+    service_name: str = "hearth"
+    sample_ratio: float = Field(1.0, ge=0, le=1, description="Share of new traces recorded.")
+
+
 class ModelSettings(_Strict):
     """One servable model: which file, under which names, with which engine settings.
 
@@ -77,8 +208,24 @@ class ModelSettings(_Strict):
     """
 
     model: str = Field(
-        description="The stored model it serves (see `hearth ls`) or a path to a .gguf file."
+        description="The stored model it serves (see `hearth ls`), a path to a .gguf file or to "
+        "a Hugging Face model folder (or, for vLLM and MLX, a hub repository id)."
     )
+    engine: EngineKind | None = Field(
+        None,
+        description="Which engine serves it; default by format: a .gguf → llama.cpp, a model "
+        "folder → transformers (vLLM with an NVIDIA GPU, MLX on Apple silicon, when installed).",
+    )
+    task: Task | None = Field(
+        None, description="chat, embeddings or rerank; default: from the model's metadata."
+    )
+    device: str | None = Field(
+        None, description="transformers: cpu, cuda, cuda:1 or mps; default: the best found."
+    )
+    dtype: str | None = Field(
+        None, description="transformers and vLLM: float32, float16, bfloat16; default: auto."
+    )
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings)
     aliases: list[str] = Field(default_factory=list, description="Other names clients may use.")
     ctx_size: int | None = Field(None, ge=256)
     parallel: int | None = Field(None, ge=1, le=256)
@@ -91,12 +238,13 @@ class ModelSettings(_Strict):
         None, description="Idle time before unloading (0: after each request; negative: never)."
     )
     extra_args: list[str] | None = None
+    price: Price = Field(default_factory=Price, description="Amortised price, for cost reports.")
     defaults: dict[str, Any] = Field(
         default_factory=dict,
         description="Request fields applied when a request leaves them out (e.g. temperature).",
     )
 
-    def engine(self, defaults: EngineSettings) -> EngineSettings:
+    def engine_settings(self, defaults: EngineSettings) -> EngineSettings:
         """The engine settings for this model: its own values over the top-level ones."""
         own = {
             key: value
@@ -104,6 +252,44 @@ class ModelSettings(_Strict):
             if (value := getattr(self, key)) is not None
         }
         return defaults.model_copy(update=own)
+
+
+class TeamSettings(_Strict):
+    """Limits shared by every key of a team (a key's own limits apply as well)."""
+
+    rpm: int | None = Field(None, ge=1, description="Requests per minute, all keys together.")
+    tpm: int | None = Field(None, ge=1, description="Tokens per minute, all keys together.")
+    budget: str | None = Field(
+        None, description="'AMOUNT/PERIOD': '100000tokens/day', '25usd/month' (or '$25/month')."
+    )
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, value: str | None) -> str | None:
+        from hearth.auth.keys import Budget
+
+        return None if value is None else str(Budget.parse(value))
+
+
+class AuthSettings(_Strict):
+    """API keys (created with `hearth keys create`), the admin key and team limits."""
+
+    admin_key: str | None = Field(
+        None, description="The key for /admin/*: 'env:NAME' or 'file:PATH' (never logged)."
+    )
+    refresh_interval: Duration = Field(
+        5.0, gt=0, description="Seconds between reloads of keys from the database."
+    )
+    teams: dict[str, TeamSettings] = Field(default_factory=dict, description="Team limits.")
+
+
+class UsageSettings(_Strict):
+    flush_interval: Duration = Field(
+        2.0, gt=0, description="Seconds between batched writes of usage rows."
+    )
+    retention_days: float = Field(
+        30.0, gt=0, description="Days per-request rows are kept; hourly roll-ups stay."
+    )
 
 
 class Settings(_Strict):
@@ -150,6 +336,28 @@ class Settings(_Strict):
         default_factory=lambda: [BUNDLED_MODEL_NAME],
         description="Models loaded at start; /ready waits for them.",
     )
+    deployments: dict[str, DeploymentSettings] = Field(
+        default_factory=dict, description="Remote OpenAI-compatible upstreams, by public name."
+    )
+    routes: dict[str, RouteSettings] = Field(
+        default_factory=dict, description="Public names served by several deployments."
+    )
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    redis_url: str | None = Field(
+        None,
+        description="Redis for state shared by replicas (response cache), e.g. redis://h:6379/0.",
+    )
+
+    database_url: str | None = Field(
+        None, description="Keys, usage, audit log; default: SQLite file hearth.db in data_dir."
+    )
+    no_auth: bool = Field(
+        False, description="Serve without keys on any address (logs a warning at each start)."
+    )
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    usage: UsageSettings = Field(default_factory=UsageSettings)
 
     def effective_memory_budget(self) -> int:
         if self.memory_budget is not None:
@@ -168,116 +376,3 @@ class Settings(_Strict):
     @property
     def tools_dir(self) -> Path:
         return self.cache_dir / "tools"
-
-
-def load_settings(
-    config_file: Path | None = None,
-    environ: Mapping[str, str] | None = None,
-    **flags: Any,
-) -> Settings:
-    """Build the settings from a YAML file, the environment and command-line flags (in that order).
-
-    Flags whose value is None are treated as not given.
-    """
-    layers: list[tuple[str, dict[str, Any]]] = []
-    if config_file is not None:
-        layers.append((str(config_file), read_config_file(config_file)))
-    layers.append(("environment", read_environment(os.environ if environ is None else environ)))
-    layers.append(("command line", {k: v for k, v in flags.items() if v is not None}))
-
-    merged: dict[str, Any] = {}
-    origin: dict[str, str] = {}
-    for source, values in layers:
-        _check_known_keys(Settings, values, source)
-        _deep_merge(merged, values, origin, source)
-    try:
-        return Settings.model_validate(merged)
-    except ValidationError as exc:
-        raise ConfigError(_describe_validation_error(exc, origin)) from None
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    try:
-        values = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise ConfigError(
-            f"config file {path} must be a mapping of settings, not a {type(values).__name__}"
-        )
-    return values
-
-
-def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
-    """HEARTH_PORT=9 → {"port": "9"}; HEARTH_ENGINE__PARALLEL=4 → {"engine": {"parallel": "4"}}.
-
-    Values that look like JSON lists or objects are decoded so list settings can be set too.
-    """
-    values: dict[str, Any] = {}
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or raw == "":
-            continue
-        path = name[len(ENV_PREFIX) :].lower().split(ENV_NESTING)
-        node = values
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        value: Any = raw
-        if raw[:1] in "[{":
-            with contextlib.suppress(json.JSONDecodeError):
-                value = json.loads(raw)
-        node[path[-1]] = value
-    return values
-
-
-def _check_known_keys(
-    model: type[BaseModel], values: Mapping[str, Any], source: str, prefix: str = ""
-) -> None:
-    for key, value in values.items():
-        field = model.model_fields.get(key)
-        dotted = f"{prefix}{key}"
-        if field is None:
-            known = ", ".join(sorted(model.model_fields))
-            hint = (
-                f"HEARTH_{dotted.upper().replace('.', ENV_NESTING)}"
-                if source == "environment"
-                else dotted
-            )
-            raise ConfigError(f"unknown setting '{hint}' in {source}; known settings here: {known}")
-        sub = field.annotation
-        if isinstance(value, Mapping) and isinstance(sub, type) and issubclass(sub, BaseModel):
-            _check_known_keys(sub, value, source, prefix=f"{dotted}.")
-
-
-def _deep_merge(
-    into: dict[str, Any],
-    values: Mapping[str, Any],
-    origin: dict[str, str],
-    source: str,
-    prefix: str = "",
-) -> None:
-    for key, value in values.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
-            _deep_merge(into[key], value, origin, source, prefix=f"{dotted}.")
-        else:
-            into[key] = dict(value) if isinstance(value, Mapping) else value
-            origin[dotted] = source
-
-
-def _describe_validation_error(exc: ValidationError, origin: Mapping[str, str]) -> str:
-    problems = []
-    for error in exc.errors():
-        dotted = ".".join(str(part) for part in error["loc"])
-        source = next(
-            (origin[k] for k in (dotted, dotted.rsplit(".", 1)[0]) if k in origin), "defaults"
-        )
-        problems.append(f"{dotted}: {error['msg']} (got {error.get('input')!r} from {source})")
-    return "invalid settings: " + "; ".join(problems)

@@ -11,6 +11,10 @@ HearthError
     ├── RequestTooLarge      413  the body exceeds max_request_bytes
     ├── ModelNotFound        404  no model of that name in the catalogue
     ├── ModelTooLarge        400  the model can never fit in the memory budget
+    ├── Unauthenticated      401  no API key, or an unknown, revoked or expired one
+    ├── PermissionDenied     403  the key may not use that model or endpoint
+    ├── RateLimited          429  a key's or team's requests or tokens per minute ran out
+    ├── QuotaExceeded        429  a key's or team's budget for the period is spent
     ├── ServerBusy           503  no room to load a model and the wait queue is full
     ├── UpstreamStatusError  4xx/5xx relayed: the engine or upstream refused the request
     └── EngineError          5xx  the engine could not answer
@@ -86,13 +90,55 @@ class ModelNotFound(APIError):
 class UpstreamStatusError(APIError):
     """An engine answered with an error status; its message is relayed, its status kept."""
 
-    def __init__(self, status_code: int, message: str, error_type: str | None = None) -> None:
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        error_type: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.retry_after = retry_after  # the upstream's Retry-After, in seconds
         if error_type:
             self.error_type = error_type
         elif status_code < 500:
             self.error_type = "invalid_request_error"
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying: rate limited, timed out, or a server-side failure."""
+        return self.status_code in (408, 429) or self.status_code >= 500
+
+
+class Unauthenticated(APIError):
+    status_code = 401
+    error_type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(APIError):
+    status_code = 403
+    error_type = "permission_error"
+    code = "permission_denied"
+
+
+class RateLimited(APIError):
+    """Answered with Retry-After and OpenAI's x-ratelimit-* headers."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.headers = headers
+
+
+class QuotaExceeded(APIError):
+    status_code = 429
+    error_type = "insufficient_quota"
+    code = "insufficient_quota"
 
 
 class ModelTooLarge(APIError):
@@ -131,6 +177,19 @@ class EngineCrashed(EngineError):
 class EngineTimeout(EngineError):
     status_code = 504
     code = "engine_timeout"
+
+
+class NoDeploymentAvailable(APIError):
+    """Every deployment of a model failed or has its circuit open."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "no_deployment_available"
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        if retry_after is not None:
+            self.headers = {"retry-after": str(max(1, round(retry_after)))}
 
 
 class ModelStoreError(HearthError):

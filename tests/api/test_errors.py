@@ -103,6 +103,15 @@ def test_oversized_body_is_refused_before_it_is_read(start_hearth: StartHearth) 
 
     response = httpx.post(f"{server.base_url}/v1/chat/completions", content=chunks(), timeout=30)
     assert_openai_error(response, 413, "max_request_bytes")
+
+    # Refused before routing, yet still in the shape of the API the path belongs to.
+    ollama = httpx.post(f"{server.base_url}/api/chat", content=huge, timeout=30)
+    assert ollama.status_code == 413
+    assert set(ollama.json()) == {"error"} and "max_request_bytes" in ollama.json()["error"]
+    anthropic = httpx.post(f"{server.base_url}/v1/messages", content=huge, timeout=30)
+    assert anthropic.status_code == 413
+    assert anthropic.json()["type"] == "error"
+    assert "max_request_bytes" in anthropic.json()["error"]["message"]
     assert httpx.get(f"{server.base_url}/ready").status_code == 200
 
 

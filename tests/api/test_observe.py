@@ -68,11 +68,14 @@ def test_metrics_move_as_requests_are_served(hearth: HearthServer) -> None:
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    ok = {"endpoint": CHAT, "model": MODEL, "status": "200"}
+    ok = {"endpoint": CHAT, "model": MODEL, "deployment": MODEL, "status": "200"}
     assert delta("hearth_requests_total", **ok) == 2
-    assert delta("hearth_requests_total", endpoint=CHAT, model="", status="400") == 1
+    assert delta("hearth_requests_total", endpoint=CHAT, model="", deployment="", status="400") == 1
     assert delta("hearth_request_duration_seconds_count", endpoint=CHAT) == 3
     assert delta("hearth_time_to_first_token_seconds_count", model=MODEL) == 1
+    assert delta("hearth_time_per_output_token_seconds_count", model=MODEL) == 1
+    assert delta("hearth_gateway_overhead_seconds_count") == 2
+    assert delta("hearth_upstream_attempts_total", deployment=MODEL, result="ok") == 2
     assert plain.usage is not None
     assert delta("hearth_tokens_total", model=MODEL, direction="out") == 4 + 5
     assert (
@@ -86,7 +89,10 @@ def test_metrics_move_as_requests_are_served(hearth: HearthServer) -> None:
     assert ("hearth_engine_requests_processing", (("model", MODEL),)) in after
     assert delta("hearth_engine_tokens_predicted_total", model=MODEL) >= 4 + 5
     # Scrapes and health checks are not counted as API requests.
-    assert delta("hearth_requests_total", endpoint="/metrics", model="", status="200") == 0
+    assert (
+        delta("hearth_requests_total", endpoint="/metrics", model="", deployment="", status="200")
+        == 0
+    )
 
 
 def logged(server: HearthServer, marker: str) -> list[str]:

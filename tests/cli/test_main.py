@@ -48,7 +48,12 @@ def test_doctor_reports_the_engine_and_its_version(llama_server_binary: Path) ->
 def test_doctor_says_what_is_missing_and_how_to_fix_it(tmp_path: Path) -> None:
     result = hearth(
         "doctor",
-        env={"HEARTH_LLAMA_SERVER": str(tmp_path / "nope"), "PATH": "/usr/bin:/bin"},
+        # Wide enough that the table does not wrap the message.
+        env={
+            "HEARTH_LLAMA_SERVER": str(tmp_path / "nope"),
+            "PATH": "/usr/bin:/bin",
+            "COLUMNS": "300",
+        },
     )
     assert result.returncode == 1
     assert "missing" in result.stdout

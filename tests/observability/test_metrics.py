@@ -7,18 +7,18 @@ from hearth.observability.metrics import HearthMetrics
 
 def test_each_app_has_its_own_registry() -> None:
     first, second = HearthMetrics(), HearthMetrics()
-    first.requests.labels("/v1/chat/completions", "m", "200").inc()
+    first.requests.labels("/v1/chat/completions", "m", "m", "200").inc()
     assert (
         first.registry.get_sample_value(
             "hearth_requests_total",
-            {"endpoint": "/v1/chat/completions", "model": "m", "status": "200"},
+            {"endpoint": "/v1/chat/completions", "model": "m", "deployment": "m", "status": "200"},
         )
         == 1
     )
     assert (
         second.registry.get_sample_value(
             "hearth_requests_total",
-            {"endpoint": "/v1/chat/completions", "model": "m", "status": "200"},
+            {"endpoint": "/v1/chat/completions", "model": "m", "deployment": "m", "status": "200"},
         )
         is None
     )

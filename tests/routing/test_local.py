@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from hearth.config import load_settings
 from hearth.errors import ConfigError
 from hearth.models.store import ModelStore
 from hearth.routing.local import build_catalogue
+from hearth.settings_layers import load_settings
 from support.gguf_files import write_gguf
 
 
@@ -28,11 +28,11 @@ def test_bundled_model_is_always_there_and_aliases_resolve(tmp_path: Path) -> No
         f"models:\n  other:\n    model: {gguf}\n    aliases: [gpt-4o-mini]\n    keep_alive: 0\n",
     )
     assert catalogue.names() == ["gemma-3-270m", "gpt-4o-mini", "other"]
-    other = catalogue.resolve("gpt-4o-mini")
+    other = catalogue.local("gpt-4o-mini")
     assert other.name == "other"
     assert other.keep_alive == 0
     assert other.launcher.model_path == gguf  # type: ignore[attr-defined]
-    assert catalogue.resolve("gemma-3-270m").keep_alive == 300.0
+    assert catalogue.local("gemma-3-270m").keep_alive == 300.0
 
 
 @pytest.mark.parametrize(
@@ -46,7 +46,7 @@ def test_bundled_model_is_always_there_and_aliases_resolve(tmp_path: Path) -> No
             "models:\n  x:\n    model: gemma-3-270m\n    aliases: [gemma-3-270m]\n",
             "used twice",
         ),
-        ("preload: [ghost]\n", "preload: 'ghost' is not a model"),
+        ("preload: [ghost]\n", "preload: 'ghost' is not a local model"),
         (
             "models:\n  x:\n    model: gemma-3-270m\n    defaults: {temperature: 7}\n",
             r"models\.x\.defaults\.temperature: .*less than or equal to 2",
@@ -62,7 +62,7 @@ def test_config_mistakes_are_named(tmp_path: Path, yaml_text: str, message: str)
         catalogue_for(tmp_path, yaml_text)
 
 
-def test_stored_text_models_are_servable_by_name_and_embedders_are_left_out(
+def test_stored_models_are_servable_by_name_embedders_with_embedding_flags(
     tmp_path: Path,
 ) -> None:
     store = ModelStore(tmp_path / "data" / "models")
@@ -75,8 +75,14 @@ def test_stored_text_models_are_servable_by_name_and_embedders_are_left_out(
     )
     settings = load_settings(config, environ={})
     catalogue = build_catalogue(settings, tmp_path / "llama-server", tmp_path / "bundled.gguf")
-    assert catalogue.names() == ["gemma-3-270m", "renamed", "tiny-chat"]
-    renamed = catalogue.resolve("renamed")
-    assert renamed.launcher.model_path == catalogue.resolve("tiny-chat").launcher.model_path  # type: ignore[attr-defined]
+    assert catalogue.names() == ["gemma-3-270m", "renamed", "tiny-bert", "tiny-chat"]
+    bert = catalogue.local("tiny-bert")
+    assert bert.capabilities.names() == ["embeddings"]
+    argv = bert.launcher.command("127.0.0.1", 1).argv
+    assert argv[argv.index("--pooling") + 1] == "mean"
+    assert "--embedding" in argv
+    assert "--jinja" not in argv
+    renamed = catalogue.local("renamed")
+    assert renamed.launcher.model_path == catalogue.local("tiny-chat").launcher.model_path  # type: ignore[attr-defined]
     assert renamed.launcher.settings.parallel == 1  # type: ignore[attr-defined]
     assert renamed.memory_bytes > (tmp_path / "tiny-chat.gguf").stat().st_size

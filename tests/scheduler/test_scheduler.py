@@ -10,7 +10,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import openai
 import pytest
 
 from support.hearth_server import HearthServer, StartHearth
+from support.waiting import wait_for
 
 SECOND = "gemma-small"
 CONFIG = f"""
@@ -70,13 +70,6 @@ def starts_logged(server: HearthServer, model: str) -> int:
     return log.read_text().count(" starting: ") if log.exists() else 0
 
 
-def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def test_two_models_run_side_by_side_with_their_own_settings(server: HearthServer) -> None:
     assert ask(server, SECOND) == SECOND
     models = loaded(server)
@@ -102,15 +95,15 @@ def test_keep_alive_expiry_unloads_an_idle_model(server: HearthServer) -> None:
     ask(server, SECOND)
     pid = loaded(server)[SECOND]["pid"]
     assert 0 < loaded(server)[SECOND]["expires_in_s"] <= 3
-    wait_until(lambda: SECOND not in loaded(server), 20, "the keep_alive unload")
-    wait_until(lambda: not Path(f"/proc/{pid}").exists(), 10, "the engine to exit")
+    wait_for(lambda: SECOND not in loaded(server), 20, "the keep_alive unload")
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10, "the engine to exit")
     # The preloaded model is kept.
     assert loaded(server)["gemma-3-270m"]["keep_alive_s"] < 0
 
 
 def test_keep_alive_zero_in_a_request_unloads_right_after_it(server: HearthServer) -> None:
     ask(server, SECOND, keep_alive=0)
-    wait_until(lambda: SECOND not in loaded(server), 10, "the unload after the request")
+    wait_for(lambda: SECOND not in loaded(server), 10, "the unload after the request")
 
 
 def test_a_bad_keep_alive_is_a_400(server: HearthServer) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from hearth.engines.supervisor import SupervisorPolicy
 from hearth.errors import ServerBusy
-from hearth.routing.catalogue import LocalDeployment
+from hearth.routing.deployment import LocalDeployment
 from hearth.scheduler.scheduler import Scheduler
 from support.fake_launcher import FakeLauncher
 

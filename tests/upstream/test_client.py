@@ -4,8 +4,9 @@ relayed whole events at a time, and a stream that breaks off never passes for a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
-import httpx
+import aiohttp
 import pytest
 
 from hearth.engines.ports import free_port
@@ -127,14 +128,21 @@ async def test_the_client_ignores_proxy_settings(upstream, monkeypatch):
         await proxied.aclose()
 
 
+def _refused() -> aiohttp.ClientConnectorError:
+    key = aiohttp.client_reqrep.ConnectionKey("h", 1, False, True, None, None, None)
+    return aiohttp.ClientConnectorError(key, OSError(111, "Connection refused"))
+
+
 @pytest.mark.parametrize(
     ("raised", "mapped", "message"),
     [
-        (httpx.ConnectTimeout("t"), EngineUnavailable, "did not accept a connection in time"),
-        (httpx.ReadTimeout("t"), EngineTimeout, "took too long to answer"),
-        (httpx.ConnectError("c"), EngineUnavailable, "is not reachable"),
-        (httpx.ReadError("r"), EngineCrashed, "stopped while answering (ReadError)"),
-        (httpx.RemoteProtocolError("p"), EngineCrashed, "(RemoteProtocolError)"),
+        (aiohttp.ConnectionTimeoutError("t"), EngineUnavailable, "did not accept a connection"),
+        (aiohttp.SocketTimeoutError("t"), EngineTimeout, "took too long to answer"),
+        (TimeoutError(), EngineTimeout, "took too long to answer"),
+        (_refused(), EngineUnavailable, "is not reachable"),
+        (aiohttp.ServerDisconnectedError(), EngineCrashed, "(ServerDisconnectedError)"),
+        (aiohttp.ClientPayloadError("p"), EngineCrashed, "(ClientPayloadError)"),
+        (aiohttp.ClientOSError(104, "reset"), EngineCrashed, "(ClientOSError)"),
     ],
 )
 def test_transport_errors_map_to_hearth_errors(raised, mapped, message):
@@ -316,3 +324,79 @@ async def test_open_stream_slower_than_the_timeout_raises_engine_timeout(upstrea
                 pytest.fail("no answer came")
     finally:
         await impatient.aclose()
+
+
+# --- pooled connections the server closed ---------------------------------------------------
+
+
+class OneAnswerPerConnection:
+    """Answers the first request on a connection as if keeping it open (no `Connection: close`),
+    then drops the connection when the next request arrives on it, without answering: from the
+    client's side, a pooled connection that turns out to be closed, as llama-server leaves some
+    after a stream. With `answer_delay`, it instead dies while working on the first request."""
+
+    def __init__(self, answer_delay: float = 0.0) -> None:
+        self.requests = 0  # requests read in full and worked on
+        self.dropped = 0  # requests that met a dropped connection
+        self.answer_delay = answer_delay
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/v1/chat/completions"
+
+    async def _read_request(self, reader: asyncio.StreamReader) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+        await reader.readexactly(length)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._read_request(reader)
+        self.requests += 1
+        if self.answer_delay:
+            await asyncio.sleep(self.answer_delay)
+            writer.transport.abort()  # died while working on it
+            return
+        body = b'{"ok": true}'
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        await writer.drain()
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await self._read_request(reader)
+            self.dropped += 1
+        writer.transport.abort()
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def test_a_pooled_connection_the_server_closed_is_not_an_error(client):
+    server = OneAnswerPerConnection()
+    url = await server.start()
+    try:
+        for _ in range(3):
+            assert await client.post(url, BODY, WHAT) == {"ok": True}
+    finally:
+        await server.close()
+    # Requests 2 and 3 each met a dropped connection first, then were answered on a new one.
+    assert (server.requests, server.dropped) == (3, 2)
+
+
+async def test_a_server_that_dies_while_working_is_not_sent_the_request_again(client):
+    server = OneAnswerPerConnection(answer_delay=0.8)
+    url = await server.start()
+    try:
+        with pytest.raises(EngineCrashed, match="stopped while answering"):
+            await client.post(url, BODY, WHAT)
+    finally:
+        await server.close()
+    assert server.requests == 1

@@ -12,18 +12,24 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from hearth import __version__
-from hearth.api import health
+from hearth.api import anthropic, health, ollama, ui
 from hearth.api import metrics as metrics_endpoint
+from hearth.api.admin import deployments as admin_deployments
+from hearth.api.admin import keys as admin_keys
 from hearth.api.admin import models as admin_models
 from hearth.api.admin import settings as admin_settings
+from hearth.api.admin import stats as admin_stats
+from hearth.api.admin import usage as admin_usage
 from hearth.api.errors import install_error_handlers
 from hearth.api.limits import BodySizeLimit
 from hearth.api.observe import RequestObserver
-from hearth.api.openai import chat, completions, models
+from hearth.api.openai import chat, completions, embeddings, models, rerank
 from hearth.api.services import Services, start_services
+from hearth.auth.middleware import AuthGuard
 from hearth.config import Settings
 from hearth.errors import ConfigError
 from hearth.observability.metrics import HearthMetrics
+from hearth.observability.tracing import start_tracing
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +56,7 @@ def create_app(settings: Settings, reload_settings: SettingsLoader | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await start_services(settings, metrics)
+        services = await start_services(settings, metrics, tracing)
         app.state.services = services
         metrics.watch(services.collect_metrics)
         app.state.reload_settings = reload_settings
@@ -65,6 +71,7 @@ def create_app(settings: Settings, reload_settings: SettingsLoader | None = None
         finally:
             log.info("stopping engines")
             await services.aclose()
+            tracing.shutdown()
 
     app = FastAPI(
         title="Hearth",
@@ -75,14 +82,25 @@ def create_app(settings: Settings, reload_settings: SettingsLoader | None = None
     )
     app.state.settings = settings
     metrics = HearthMetrics()
+    tracing = start_tracing(settings.tracing)
+    app.state.tracing = tracing
     app.state.metrics = metrics
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
-    app.add_middleware(RequestObserver, metrics=metrics)  # outermost: sees every answer
+    app.add_middleware(AuthGuard)  # keys; inside the observer, so refusals are logged too
+    # Outermost: sees every answer.
+    app.add_middleware(RequestObserver, metrics=metrics, tracing=tracing)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(metrics_endpoint.router)
-    for module in (chat, completions, models):
+    for module in (chat, completions, embeddings, rerank, models):
         app.include_router(module.router, tags=["openai"])
     app.include_router(admin_models.router)
     app.include_router(admin_settings.router)
+    app.include_router(admin_deployments.router)
+    app.include_router(admin_stats.router)
+    app.include_router(admin_keys.router)
+    app.include_router(admin_usage.router)
+    app.include_router(ui.router)
+    ollama.install(app)
+    anthropic.install(app)
     return app

@@ -24,7 +24,7 @@ async def ready(request: Request) -> JSONResponse:
     services = services_of(request)
     models: dict[str, Any] = {}
     for name in services.settings.preload:
-        deployment = services.catalogue.resolve(name)
+        deployment = services.catalogue.local(name)
         loaded = services.scheduler.get(deployment.name)
         supervisor = loaded.supervisor if loaded else None
         models[deployment.name] = {

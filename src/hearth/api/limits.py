@@ -6,6 +6,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hearth.api.errors import shaped
 from hearth.errors import APIError, InvalidRequest, RequestTooLarge
 
 
@@ -26,10 +27,11 @@ class BodySizeLimit:
             try:
                 length = int(declared)
             except ValueError:
-                await _reply(send, InvalidRequest("The Content-Length header is not a number."))
+                error: APIError = InvalidRequest("The Content-Length header is not a number.")
+                await _reply(scope, send, error)
                 return
             if length > self.max_bytes:
-                await _reply(send, self._too_large(length))
+                await _reply(scope, send, self._too_large(length))
                 return
 
         received = 0
@@ -52,8 +54,11 @@ class BodySizeLimit:
         )
 
 
-async def _reply(send: Send, error: APIError) -> None:
-    body = json.dumps(error.to_body()).encode()
+async def _reply(scope: Scope, send: Send, error: APIError) -> None:
+    """Answer before the application sees the request, in the error shape of the path's API."""
+    body = json.dumps(
+        shaped(scope["app"], scope["path"], error.status_code, error.to_body())
+    ).encode()
     await send(
         {
             "type": "http.response.start",

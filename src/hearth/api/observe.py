@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hearth.observability.logs import ACCESS_LOGGER
 from hearth.observability.metrics import HearthMetrics
+from hearth.observability.tracing import Tracing
 
 access_log = logging.getLogger(ACCESS_LOGGER)
 
@@ -34,9 +35,12 @@ def request_id_of(scope: Scope) -> str:
 
 
 class RequestObserver:
-    def __init__(self, app: ASGIApp, metrics: HearthMetrics) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: HearthMetrics, tracing: Tracing | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.tracing = tracing or Tracing()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,16 +64,40 @@ class RequestObserver:
 
         self.metrics.in_flight.inc()
         try:
-            await self.app(scope, receive, send_observed)
+            if self.tracing.enabled:
+                await self._traced(scope, receive, send_observed, request_id)
+            else:
+                await self.app(scope, receive, send_observed)
         finally:
             self.metrics.in_flight.dec()
             endpoint = _endpoint(scope)
             if endpoint not in UNTRACKED:
                 model = state.get("model", "")
+                deployment = state.get("deployment", "")
                 elapsed = time.perf_counter() - state["started"]
-                self.metrics.requests.labels(endpoint, model, str(status)).inc()
+                self.metrics.requests.labels(endpoint, model, deployment, str(status)).inc()
                 self.metrics.request_duration.labels(endpoint).observe(elapsed)
                 _log_request(scope, state, status, elapsed)
+
+    async def _traced(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        status = 0
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        attributes = {"http.request.method": scope["method"], "hearth.request_id": request_id}
+        with self.tracing.request_span(scope["method"], headers, attributes) as span:
+            await self.app(scope, receive, send_noting_status)
+            span.update_name(f"{scope['method']} {_endpoint(scope)}")
+            span.set_attribute("http.route", _endpoint(scope))
+            span.set_attribute("http.response.status_code", status)
+            model = scope.get("state", {}).get("model")
+            if model:
+                span.set_attribute("hearth.model", model)
 
 
 def _endpoint(scope: Scope) -> str:
@@ -91,6 +119,9 @@ def _log_request(scope: Scope, state: dict[str, Any], status: int, elapsed: floa
                 "request_id": state["request_id"],
                 "status": status,
                 "model": state.get("model"),
+                "deployment": state.get("deployment"),
+                "attempts": state.get("attempts"),
+                "cache": state.get("cache"),
                 "prompt_tokens": usage.get("prompt_tokens"),
                 "completion_tokens": usage.get("completion_tokens"),
                 "latency_ms": round(elapsed * 1000, 1),

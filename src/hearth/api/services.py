@@ -16,10 +16,16 @@ from hearth.engines.llama_cpp.locate import locate_llama_server
 from hearth.engines.supervisor import SupervisorPolicy
 from hearth.models.bundled import ensure_bundled_model
 from hearth.observability.metrics import HearthMetrics
+from hearth.observability.tracing import Tracing
+from hearth.routing.breaker import BREAKER_GAUGE
+from hearth.routing.cache import MemoryCache, RedisCache, ResponseCache
 from hearth.routing.catalogue import Catalogue
+from hearth.routing.health import HealthChecker
 from hearth.routing.local import build_catalogue
+from hearth.routing.router import Router
 from hearth.scheduler.scheduler import Scheduler
 from hearth.upstream.client import UpstreamClient
+from hearth.usage.accounting import Accounting
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +36,11 @@ class Services:
     catalogue: Catalogue
     scheduler: Scheduler
     upstream: UpstreamClient
+    router: Router
+    health: HealthChecker
     engine_binary: Path
     bundled_model: Path
+    accounting: Accounting | None = None  # keys, limits, usage (hearth.usage.accounting)
 
     async def reload(self, settings: Settings) -> dict[str, str]:
         """Apply new model settings while serving (SIGHUP or POST /admin/reload). Only the
@@ -39,8 +48,12 @@ class Services:
         catalogue = await asyncio.to_thread(
             build_catalogue, settings, self.engine_binary, self.bundled_model
         )
+        catalogue.carry_over(self.catalogue)
         changes = await self.scheduler.adopt(catalogue)
         self.catalogue, self.settings = catalogue, settings
+        if self.accounting is not None:
+            self.accounting.reload(settings)  # team limits
+        self.router.settings = settings.routing
         log.info("settings reloaded: %s", changes or "no model loaded")
         return changes
 
@@ -70,10 +83,29 @@ class Services:
         )
         waiting.add_metric([], self.scheduler.waiting)
         yield from (loaded, memory, busy, queued, restarts, waiting)
+        breaker = GaugeMetricFamily(
+            "hearth_deployment_breaker_state",
+            "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open.",
+            labels=["deployment"],
+        )
+        in_flight = GaugeMetricFamily(
+            "hearth_deployment_in_flight",
+            "Requests in flight per deployment.",
+            labels=["deployment"],
+        )
+        for deployment in self.catalogue.all_deployments():
+            breaker.add_metric([deployment.name], BREAKER_GAUGE[deployment.stats.breaker.state])
+            in_flight.add_metric([deployment.name], deployment.stats.in_flight)
+        yield from (breaker, in_flight)
 
     async def aclose(self) -> None:
+        await self.health.aclose()
         await self.scheduler.aclose()
         await self.upstream.aclose()
+        if self.router.cache is not None:
+            await self.router.cache.aclose()
+        if self.accounting is not None:
+            await self.accounting.aclose()  # last: writes the usage of the requests just ended
 
 
 def services_of(request: Request) -> Services:
@@ -90,11 +122,15 @@ def supervisor_policy(settings: Settings) -> SupervisorPolicy:
     )
 
 
-async def start_services(settings: Settings, metrics: HearthMetrics) -> Services:
+async def start_services(
+    settings: Settings, metrics: HearthMetrics, tracing: Tracing | None = None
+) -> Services:
     """Build the catalogue and start loading the preloaded models; returns before they are ready."""
     binary = locate_llama_server(settings.llama_server, settings.tools_dir)
+    # First: refuses an exposed address without keys before any engine starts.
+    accounting = await Accounting.start(settings)
     bundled_model = await asyncio.to_thread(ensure_bundled_model, settings.models_dir)
-    catalogue = build_catalogue(settings, binary.path, bundled_model)
+    catalogue = await asyncio.to_thread(build_catalogue, settings, binary.path, bundled_model)
     scheduler = Scheduler(
         supervisor_policy(settings),
         settings.logs_dir,
@@ -107,11 +143,38 @@ async def start_services(settings: Settings, metrics: HearthMetrics) -> Services
     )
     scheduler.start()
     for name in settings.preload:
-        deployment = catalogue.resolve(name)
+        deployment = catalogue.local(name)
         # Preloaded models stay loaded unless their own keep_alive says otherwise: /ready
         # promises they are there.
         own = settings.models.get(deployment.name)
         scheduler.load(deployment, keep_alive=None if own and own.keep_alive is not None else -1)
     log.info("engine logs in %s", settings.logs_dir)
     upstream = UpstreamClient(settings.upstream_timeout)
-    return Services(settings, catalogue, scheduler, upstream, binary.path, bundled_model)
+    router = Router(
+        scheduler,
+        upstream,
+        settings.routing,
+        metrics,
+        cache=response_cache(settings),
+        tracing=tracing or Tracing(),
+        max_entry_bytes=int(settings.cache.max_entry_bytes),
+    )
+    # Probes read the catalogue each round, so a reload's deployments are probed too.
+    health = HealthChecker(
+        upstream, lambda: services.catalogue.remotes(), settings.routing.health_check_interval
+    )
+    services = Services(
+        settings, catalogue, scheduler, upstream, router, health, binary.path, bundled_model
+    )
+    services.accounting = accounting
+    health.start()
+    return services
+
+
+def response_cache(settings: Settings) -> ResponseCache | None:
+    cache = settings.cache
+    if not cache.enabled:
+        return None
+    if settings.redis_url:
+        return RedisCache(settings.redis_url, cache.ttl)
+    return MemoryCache(cache.ttl, cache.max_entries)

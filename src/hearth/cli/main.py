@@ -5,11 +5,14 @@ from __future__ import annotations
 import click
 
 from hearth import __version__
+from hearth.cli.bench import bench
 from hearth.cli.doctor import doctor
+from hearth.cli.keys import keys
 from hearth.cli.models import import_, ls, pull, rm, show
 from hearth.cli.ps import ps, unload
 from hearth.cli.serve import serve
 from hearth.cli.setup import setup
+from hearth.cli.usage import usage
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -29,6 +32,12 @@ def cli() -> None:
       hearth import FILE.gguf          register a GGUF file you have
       hearth ls | show NAME | rm NAME  list, inspect, remove
       hearth ps        list the models a running Hearth has loaded
+      hearth bench     load-test any OpenAI-compatible server (--url, --model)
+
+    \b
+    Access:
+      hearth keys create --name N      an API key (printed once); keys ls | keys revoke
+      hearth usage --by key --since 7d requests, tokens and cost
     """
 
 
@@ -39,6 +48,9 @@ for command in (pull, import_, ls, show, rm):
     cli.add_command(command)
 cli.add_command(ps)
 cli.add_command(unload)
+cli.add_command(bench)
+cli.add_command(keys)
+cli.add_command(usage)
 
 
 def main() -> None:

@@ -8,8 +8,9 @@ from typing import Any, TypeVar
 
 import click
 
-from hearth.config import Settings, load_settings
+from hearth.config import Settings
 from hearth.errors import ConfigError
+from hearth.settings_layers import load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -11,14 +11,15 @@ from rich.console import Console
 from rich.table import Table
 
 from hearth.cli.options import settings_from, settings_options
-from hearth.cli.running import server_url
+from hearth.cli.running import admin_headers, server_url
 from hearth.config import Settings
 
 
 def _admin(settings: Settings, method: str, path: str) -> Any:
     url = f"{server_url(settings)}/admin/models{path}"
     try:
-        response = httpx.request(method, url, timeout=30, trust_env=False)
+        headers = admin_headers(settings)
+        response = httpx.request(method, url, headers=headers, timeout=30, trust_env=False)
     except httpx.TransportError:
         raise click.ClickException(
             f"no Hearth answers at {url}; start one with `hearth serve` (or pass --config)"

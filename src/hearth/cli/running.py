@@ -15,3 +15,17 @@ def server_url(settings: Settings) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{settings.port}"
+
+
+def admin_headers(settings: Settings) -> dict[str, str]:
+    """The admin key (auth.admin_key) as a header, for commands that call /admin/*."""
+    from hearth.errors import ConfigError
+    from hearth.routing.remote import resolve_secret
+
+    if settings.auth.admin_key is None:
+        return {}
+    try:
+        key = resolve_secret(settings.auth.admin_key, "auth.admin_key").reveal()
+    except ConfigError:
+        return {}
+    return {"authorization": f"Bearer {key}"}

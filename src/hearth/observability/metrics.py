@@ -14,6 +14,8 @@ from prometheus_client.registry import Collector
 # Tokens are generated in tens of milliseconds; loads and whole answers take seconds.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 LOAD_BUCKETS = (0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300)
+TOKEN_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1)
+OVERHEAD_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 
 class HearthMetrics:
@@ -21,7 +23,10 @@ class HearthMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "hearth_requests", "Requests answered.", ["endpoint", "model", "status"], registry=r
+            "hearth_requests",
+            "Requests answered.",
+            ["endpoint", "model", "deployment", "status"],
+            registry=r,
         )
         self.request_duration = Histogram(
             "hearth_request_duration_seconds",
@@ -46,6 +51,44 @@ class HearthMetrics:
             "Time from starting an engine to its model being ready.",
             ["model"],
             buckets=LOAD_BUCKETS,
+            registry=r,
+        )
+
+        self.time_per_output_token = Histogram(
+            "hearth_time_per_output_token_seconds",
+            "Streamed answers: time from the first chunk to the end, per further output token.",
+            ["model"],
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.upstream_attempts = Counter(
+            "hearth_upstream_attempts",
+            "Requests sent to deployments, by result: ok, failed (retried or fallen back), "
+            "rejected (a client error the deployment gave back).",
+            ["deployment", "result"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "hearth_fallbacks",
+            "Requests that moved on to a route's next deployment.",
+            ["model"],
+            registry=r,
+        )
+        self.rejections = Counter(
+            "hearth_rejections",
+            "Requests refused by access control, by reason: key (missing, unknown, expired or "
+            "revoked), scope, rate_limit, budget.",
+            ["reason"],
+            registry=r,
+        )
+        self.cache = Counter(
+            "hearth_cache_lookups", "Response cache lookups, by result.", ["result"], registry=r
+        )
+        self.gateway_overhead = Histogram(
+            "hearth_gateway_overhead_seconds",
+            "Time Hearth itself spent on a request before its answer started, upstream time "
+            "excluded.",
+            buckets=OVERHEAD_BUCKETS,
             registry=r,
         )
 

@@ -1,58 +1,88 @@
-"""The model catalogue: public model names (and their aliases) and the deployments behind them."""
+"""The model catalogue: public model names (and their aliases), the routes behind them, and the
+deployments those routes send requests to.
+
+Every local model and every remote deployment is a public name of its own (a route with one
+deployment); the `routes` settings add names served by several deployments under a strategy.
+"""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from typing import Any
-
-from hearth.engines.base import Capabilities, Launcher
+from hearth.config import BreakerSettings
 from hearth.errors import ModelNotFound
-
-
-@dataclass
-class LocalDeployment:
-    """A model served by an engine process that Hearth starts and stops (see scheduler)."""
-
-    name: str
-    launcher: Launcher
-    keep_alive: float
-    aliases: list[str] = field(default_factory=list)
-    memory_bytes: int = 0  # estimated need when loaded, for the scheduler's budget
-    slots: int = 1  # requests the engine decodes at once; more wait in Hearth's queue
-    defaults: dict[str, Any] = field(default_factory=dict)  # request fields the client left out
-    created: int = field(default_factory=lambda: int(time.time()))
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self.launcher.capabilities
+from hearth.routing.breaker import CircuitBreaker
+from hearth.routing.deployment import Deployment, LocalDeployment, RemoteDeployment, Route, Target
 
 
 class Catalogue:
-    def __init__(self) -> None:
-        self._deployments: dict[str, LocalDeployment] = {}
-        self._names: dict[str, LocalDeployment] = {}  # names and aliases
+    def __init__(self, breaker: BreakerSettings | None = None) -> None:
+        self.breaker = breaker or BreakerSettings()
+        self._deployments: dict[str, Deployment] = {}
+        self._routes: dict[str, Route] = {}
+        self._names: dict[str, Route] = {}  # route names and aliases
 
-    def add(self, deployment: LocalDeployment) -> None:
-        for name in (deployment.name, *deployment.aliases):
+    def add(self, deployment: Deployment) -> None:
+        """Add a deployment, reachable under its own name and aliases."""
+        if deployment.name in self._deployments:
+            raise ValueError(f"the deployment name {deployment.name!r} is used twice")
+        deployment.stats.breaker = CircuitBreaker(
+            deployment.name,
+            failures=self.breaker.failures,
+            window=self.breaker.window,
+            cooldown=self.breaker.cooldown,
+        )
+        self._deployments[deployment.name] = deployment
+        self.add_route(Route(deployment.name, [Target(deployment)], aliases=deployment.aliases))
+
+    def add_route(self, route: Route) -> None:
+        for name in (route.name, *route.aliases):
             if name in self._names:
                 raise ValueError(f"the model name {name!r} is used twice")
-            self._names[name] = deployment
-        self._deployments[deployment.name] = deployment
+        for name in (route.name, *route.aliases):
+            self._names[name] = route
+        self._routes[route.name] = route
 
-    def resolve(self, name: str) -> LocalDeployment:
+    def resolve(self, name: str) -> Route:
+        """The route of a public name or alias."""
         try:
             return self._names[name]
         except KeyError:
             raise ModelNotFound(name, self.names()) from None
 
-    def get(self, name: str) -> LocalDeployment | None:
-        """The deployment of that model name (not alias), if any."""
+    def deployment(self, name: str) -> Deployment | None:
         return self._deployments.get(name)
 
+    def local(self, name: str) -> LocalDeployment:
+        """The local model a name or alias stands for."""
+        local = self.resolve(name).local
+        if local is None:
+            raise ModelNotFound(name, [d.name for d in self.deployments()])
+        return local
+
+    def get(self, name: str) -> LocalDeployment | None:
+        """The local model of that name (not alias), if any."""
+        deployment = self._deployments.get(name)
+        return deployment if isinstance(deployment, LocalDeployment) else None
+
     def names(self) -> list[str]:
-        """Every name a client may use: models and their aliases."""
+        """Every name a client may use: models, routes and their aliases."""
         return sorted(self._names)
 
+    def routes(self) -> list[Route]:
+        return [self._routes[name] for name in sorted(self._routes)]
+
     def deployments(self) -> list[LocalDeployment]:
+        """The local models."""
+        return [d for d in self.all_deployments() if isinstance(d, LocalDeployment)]
+
+    def remotes(self) -> list[RemoteDeployment]:
+        return [d for d in self.all_deployments() if isinstance(d, RemoteDeployment)]
+
+    def all_deployments(self) -> list[Deployment]:
         return [self._deployments[name] for name in sorted(self._deployments)]
+
+    def carry_over(self, previous: Catalogue) -> None:
+        """Keep the breakers and latency figures of deployments that a reload left in place."""
+        for name, deployment in self._deployments.items():
+            old = previous._deployments.get(name)
+            if old is not None and old.kind == deployment.kind:
+                deployment.stats = old.stats

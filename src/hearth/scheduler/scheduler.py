@@ -24,7 +24,8 @@ from typing import Any
 
 from hearth.engines.supervisor import EngineSupervisor, SupervisorPolicy
 from hearth.errors import ModelTooLarge, ServerBusy
-from hearth.routing.catalogue import Catalogue, LocalDeployment
+from hearth.routing.catalogue import Catalogue
+from hearth.routing.deployment import LocalDeployment
 from hearth.scheduler.slots import RequestSlots
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ async def loaded_models(request: Request) -> dict[str, Any]:
 @router.post("/{name:path}/unload", summary="Unload a model now")
 async def unload_model(name: str, request: Request) -> dict[str, Any]:
     services = services_of(request)
-    deployment = services.catalogue.resolve(name)
+    deployment = services.catalogue.local(name)
     if not await services.scheduler.unload(deployment.name):
         raise InvalidRequest(f"The model '{deployment.name}' is not loaded.", param="name")
     return {"name": deployment.name, "unloaded": True}

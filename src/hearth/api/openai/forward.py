@@ -1,93 +1,119 @@
-"""Sending a validated OpenAI request to the engine that serves its model, streamed or not."""
+"""Sending a validated OpenAI request to its model's deployments (through the router), and
+answering in OpenAI's shape, streamed or not."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
-from hearth.api.observe import REQUEST_ID_HEADER
-from hearth.api.openai.protocol import SamplingParams
+from hearth.api.accounting import admit, record_usage
+from hearth.api.openai.protocol import ModelRequest
 from hearth.api.services import services_of
 from hearth.config import parse_duration
-from hearth.engines.supervisor import EngineSupervisor
-from hearth.errors import APIError, EngineCrashed, EngineUnavailable, InvalidRequest
+from hearth.errors import APIError, InvalidRequest
 from hearth.observability.metrics import HearthMetrics
-from hearth.upstream.client import EventStream
-
-log = logging.getLogger(__name__)
+from hearth.routing.outcome import Completion, CompletionStream
+from hearth.routing.router import RoutedRequest, Trace
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-T = TypeVar("T")
+PRIORITY_HEADER = "x-hearth-priority"
 
 
 async def forward(
-    request: Request, payload: SamplingParams, path: str, *, capability: str
+    request: Request, payload: ModelRequest, path: str, *, capability: str
 ) -> Response:
-    services = services_of(request)
-    deployment = services.catalogue.resolve(payload.model)
-    request.state.model = deployment.name  # the metrics' model label
-    if capability not in deployment.capabilities.names():
-        raise InvalidRequest(
-            f"The model '{deployment.name}' does not support {capability}; it supports: "
-            f"{', '.join(deployment.capabilities.names())}.",
-            param="model",
-        )
-    fields = {**deployment.defaults, **payload.model_dump(exclude_unset=True, by_alias=True)}
-    keep_alive = _keep_alive(fields.pop("keep_alive", None))
-    priority = _priority(request)
-    deployment.launcher.prepare_request(fields)
-    body = json.dumps(fields).encode()
-    what = f"the engine for model '{deployment.name}'"
-    headers = {REQUEST_ID_HEADER: request.state.request_id}
-    metrics: HearthMetrics = request.app.state.metrics
+    """Route the request and answer it in OpenAI's shape."""
+    return respond(await dispatch(request, payload, path, capability=capability), request)
 
-    if not payload.stream:
-        async with services.scheduler.use(deployment, keep_alive, priority) as supervisor:
-            answer = await _to_engine(
-                supervisor,
-                lambda base: services.upstream.post(base + path, body, what, headers),
-            )
-        answer["model"] = deployment.name
-        metrics.count_usage(deployment.name, answer.get("usage"))
-        request.state.usage = answer.get("usage")
-        return JSONResponse(answer)
 
-    # Open the stream before answering, so a refusal still gets its own HTTP status. The model
-    # is held until the stream ends, however it ends.
-    stack = contextlib.AsyncExitStack()
-    try:
-        supervisor = await stack.enter_async_context(
-            services.scheduler.use(deployment, keep_alive, priority)
-        )
-
-        async def open_stream(base: str) -> tuple[str, EventStream]:
-            stream = await stack.enter_async_context(
-                services.upstream.open_stream(base + path, body, what, headers)
-            )
-            return base, stream
-
-        base, stream = await _to_engine(supervisor, open_stream)
-    except BaseException:
-        await stack.aclose()
-        raise
+def respond(outcome: Completion | CompletionStream, request: Request | None = None) -> Response:
+    """An outcome as an OpenAI HTTP response: JSON, or server-sent events. Given the request,
+    the gateway's headers (deployment, attempts, overhead, cache) are added."""
+    headers = gateway_headers(request, outcome) if request is not None else {}
+    if isinstance(outcome, Completion):
+        return JSONResponse(outcome.body, headers=headers)
     return StreamingResponse(
-        _relay(stream, stack, supervisor, base, _StreamMeter(metrics, deployment.name, request)),
+        outcome.events,
         media_type="text/event-stream",
-        headers=SSE_HEADERS,
+        headers={**SSE_HEADERS, **headers},
         # Runs even when the client went away before the first chunk was sent.
-        background=BackgroundTask(stack.aclose),
+        background=BackgroundTask(outcome.aclose),
     )
 
 
-PRIORITY_HEADER = "x-hearth-priority"
+def gateway_headers(request: Request, outcome: Completion | CompletionStream) -> dict[str, str]:
+    """Where the answer came from and what Hearth itself added to the time to its start."""
+    trace: Trace = request.state.trace
+    overhead = max(0.0, time.perf_counter() - trace.started - trace.upstream_seconds)
+    metrics: HearthMetrics = request.app.state.metrics
+    metrics.gateway_overhead.observe(overhead)
+    headers = {
+        "x-hearth-deployment": outcome.deployment,
+        "x-hearth-attempts": str(outcome.attempts),
+        "x-hearth-overhead-ms": f"{overhead * 1000:.2f}",
+    }
+    if trace.cache is not None:
+        headers["x-hearth-cache"] = trace.cache
+    headers.update(getattr(request.state, "ratelimit", None) or {})  # a key's x-ratelimit-*
+    return headers
+
+
+async def dispatch(
+    request: Request, payload: ModelRequest, path: str, *, capability: str
+) -> Completion | CompletionStream:
+    """Send a validated request to a deployment of its model. `path` is the OpenAI path
+    ("/v1/chat/completions" or "/v1/completions"); `capability` what the model must support."""
+    services = services_of(request)
+    route = services.catalogue.resolve(payload.model)
+    request.state.model = route.name  # the metrics' model label
+    await admit(request, payload.model, route.name)  # scopes, budgets, rate limits
+    fields = payload.model_dump(exclude_unset=True, by_alias=True)
+    keep_alive = _keep_alive(fields.pop("keep_alive", None))
+    trace = Trace(started=request.state.started)
+    request.state.trace = trace
+    routed = RoutedRequest(
+        route=route,
+        path=path.removeprefix("/v1"),
+        fields=fields,
+        capability=capability,
+        request_id=request.state.request_id,
+        trace=trace,
+        on_done=lambda trace: _finished(request, route.name, trace),
+        keep_alive=keep_alive,
+        priority=_priority(request),
+        cache_control=request.headers.get("cache-control", "").lower(),
+    )
+    try:
+        return await services.router.complete(routed)
+    except APIError as exc:
+        record_usage(request, route.name, trace, exc.status_code)
+        raise
+    finally:
+        request.state.deployment = trace.deployment
+        request.state.attempts = trace.attempts
+        request.state.cache = trace.cache
+
+
+def _finished(request: Request, model: str, trace: Trace) -> None:
+    """Metrics and access-log fields of an answer that has ended."""
+    state = request.state
+    state.usage, state.ttft = trace.usage, trace.ttft
+    state.deployment, state.attempts, state.cache = trace.deployment, trace.attempts, trace.cache
+    record_usage(request, model, trace, 200)
+    if trace.cache == "hit":
+        return  # no model did any work
+    metrics: HearthMetrics = request.app.state.metrics
+    metrics.count_usage(model, trace.usage)
+    if trace.ttft is None:
+        return
+    metrics.time_to_first_token.labels(model).observe(trace.ttft)
+    completion = (trace.usage or {}).get("completion_tokens")
+    if isinstance(completion, int) and completion > 1:
+        decoding = time.perf_counter() - trace.started - trace.ttft
+        metrics.time_per_output_token.labels(model).observe(decoding / (completion - 1))
 
 
 def _priority(request: Request) -> int:
@@ -115,78 +141,3 @@ def _keep_alive(value: object) -> float | None:
         raise InvalidRequest(
             f"Invalid value for 'keep_alive': {exc}.", param="keep_alive"
         ) from None
-
-
-async def _to_engine(supervisor: EngineSupervisor, call: Callable[[str], Awaitable[T]]) -> T:
-    """Call the engine; if it refused the connection because it just died, wait for the
-    restart and try once more (the request never reached it). A request that broke off after
-    the engine took it is not retried: the client gets the error."""
-    for attempt in (1, 2):
-        base = await supervisor.endpoint()
-        try:
-            return await call(base)
-        except EngineUnavailable:
-            if attempt == 2 or not await supervisor.connection_failed(base):
-                raise
-            log.info(
-                "engine for %s was gone before the request reached it; retrying", supervisor.name
-            )
-        except EngineCrashed:
-            await supervisor.connection_failed(base)
-            raise
-    raise AssertionError("unreachable")
-
-
-async def _relay(
-    stream: EventStream,
-    stack: contextlib.AsyncExitStack,
-    supervisor: EngineSupervisor,
-    base: str,
-    meter: _StreamMeter,
-) -> AsyncIterator[bytes]:
-    """Relay events as they come; a failure mid-stream ends with an error event and [DONE], so a
-    client never mistakes a broken answer for a complete one. Leaving early (the client hung up)
-    closes the engine connection, which makes llama-server stop generating."""
-    try:
-        async for events in stream.events():
-            meter.saw(events)
-            yield events
-    except APIError as exc:
-        log.warning("stream for model %s failed mid-way: %s", supervisor.name, exc.message)
-        if isinstance(exc, EngineCrashed):
-            await supervisor.connection_failed(base)
-        yield b"data: " + json.dumps(exc.to_body()).encode() + b"\n\ndata: [DONE]\n\n"
-    finally:
-        meter.done()
-        await stack.aclose()
-
-
-class _StreamMeter:
-    """Time to first chunk and token usage of a relayed stream, for the metrics. Usage is read
-    only from events that mention it (the final chunk), so most chunks are not parsed."""
-
-    def __init__(self, metrics: HearthMetrics, model: str, request: Request) -> None:
-        self.metrics = metrics
-        self.model = model
-        self.state = request.state
-        self.started: float = request.state.started
-        self.first = True
-        self.usage: dict[str, Any] | None = None
-
-    def saw(self, events: bytes) -> None:
-        if self.first:
-            self.first = False
-            elapsed = time.perf_counter() - self.started
-            self.metrics.time_to_first_token.labels(self.model).observe(elapsed)
-            self.state.ttft = elapsed
-        if b'"usage"' in events:
-            for line in events.splitlines():
-                if line.startswith(b"data: {"):
-                    with contextlib.suppress(ValueError):
-                        usage = json.loads(line[6:]).get("usage")
-                        if isinstance(usage, dict):
-                            self.usage = usage
-
-    def done(self) -> None:
-        self.metrics.count_usage(self.model, self.usage)
-        self.state.usage = self.usage

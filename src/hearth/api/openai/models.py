@@ -7,35 +7,55 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from hearth.api.services import Services, services_of
-from hearth.routing.catalogue import LocalDeployment
+from hearth.auth.keys import KeyRecord
+from hearth.errors import ModelNotFound
+from hearth.routing.deployment import Route
 
 router = APIRouter()
 
 
-def _model_card(name: str, deployment: LocalDeployment, services: Services) -> dict[str, Any]:
-    loaded = services.scheduler.get(deployment.name)
-    return {
+def _model_card(name: str, route: Route, services: Services) -> dict[str, Any]:
+    card: dict[str, Any] = {
         "id": name,
         "object": "model",
-        "created": deployment.created,
+        "created": min(target.deployment.created for target in route.targets),
         "owned_by": "hearth",
-        "capabilities": deployment.capabilities.names(),
-        "alias_of": None if name == deployment.name else deployment.name,
-        "state": loaded.supervisor.state.value if loaded else "not_loaded",
+        "capabilities": route.capabilities(),
+        "alias_of": None if name == route.name else route.name,
     }
+    local = route.local
+    if local is not None:
+        loaded = services.scheduler.get(local.name)
+        card["state"] = loaded.supervisor.state.value if loaded else "not_loaded"
+    else:
+        card["state"] = "remote"
+        card["strategy"] = route.strategy
+        card["deployments"] = [target.deployment.name for target in route.targets]
+    return card
+
+
+def _visible(request: Request, name: str, route: Route) -> bool:
+    """A key limited to some models sees only those (by the name asked for or the model's)."""
+    key: KeyRecord | None = getattr(request.state, "key", None)
+    return key is None or key.allows_model(name, route.name)
 
 
 @router.get("/v1/models", summary="List every servable model and alias, loaded or not")
 async def list_models(request: Request) -> dict[str, Any]:
     services = services_of(request)
-    cards = [
-        _model_card(name, services.catalogue.resolve(name), services)
-        for name in services.catalogue.names()
-    ]
+    cards = [_model_card(name, route, services) for name, route in _listed(request, services)]
     return {"object": "list", "data": cards}
+
+
+def _listed(request: Request, services: Services) -> list[tuple[str, Route]]:
+    routes = ((name, services.catalogue.resolve(name)) for name in services.catalogue.names())
+    return [(name, route) for name, route in routes if _visible(request, name, route)]
 
 
 @router.get("/v1/models/{model_id:path}", summary="Describe one model")
 async def get_model(model_id: str, request: Request) -> dict[str, Any]:
     services = services_of(request)
-    return _model_card(model_id, services.catalogue.resolve(model_id), services)
+    route = services.catalogue.resolve(model_id)
+    if not _visible(request, model_id, route):
+        raise ModelNotFound(model_id, [name for name, _ in _listed(request, services)])
+    return _model_card(model_id, route, services)

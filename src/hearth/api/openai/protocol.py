@@ -35,10 +35,15 @@ class StreamOptions(OpenAIBaseModel):
     include_usage: bool = False
 
 
-class SamplingParams(OpenAIBaseModel):
-    """Fields shared by chat and legacy completions."""
+class ModelRequest(OpenAIBaseModel):
+    """Any request addressed to a model: what the router needs from it."""
 
     model: str = Field(min_length=1)
+
+
+class SamplingParams(ModelRequest):
+    """Fields shared by chat and legacy completions."""
+
     stream: bool = False
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(None, ge=0, le=2)

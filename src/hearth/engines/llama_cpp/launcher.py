@@ -9,7 +9,9 @@ from typing import Any
 
 from hearth.config import EngineSettings
 from hearth.engines.base import Capabilities, EngineCommand
-from hearth.errors import SetupError
+from hearth.errors import InvalidRequest, SetupError
+
+POOLING_TYPES = ("none", "mean", "cls", "last", "rank")
 
 
 def bundled_template(name: str) -> Path:
@@ -30,6 +32,8 @@ class LlamaServerLauncher:
     chat_template_file: Path | None = None
     capabilities: Capabilities = field(default=Capabilities(chat=True, completion=True, tools=True))
     kind: str = "llama.cpp"
+    task: str = "chat"  # or "embeddings", "rerank": what the model's metadata says it is
+    pooling: str | None = None  # from the metadata; llama.cpp's own default when unset
 
     def command(self, host: str, port: int) -> EngineCommand:
         s = self.settings
@@ -49,7 +53,11 @@ class LlamaServerLauncher:
             argv += ["--threads", str(s.threads)]
         if s.gpu_layers is not None:
             argv += ["--gpu-layers", str(s.gpu_layers)]
-        if self.chat_template_file is not None:
+        if self.task in ("embeddings", "rerank"):
+            argv += ["--embedding"] if self.task == "embeddings" else ["--reranking"]
+            if self.pooling in POOLING_TYPES:
+                argv += ["--pooling", self.pooling]
+        elif self.chat_template_file is not None:
             # Jinja templating must be given a template *file*: in this llama.cpp build a bare
             # `--chat-template gemma` is read as the template text and every prompt becomes "gemma".
             argv += ["--jinja", "--chat-template-file", str(self.chat_template_file)]
@@ -58,7 +66,18 @@ class LlamaServerLauncher:
         argv += s.extra_args
         return EngineCommand(argv=argv, health_path="/health")
 
+    def _dimensions(self, body: dict[str, Any]) -> None:
+        if body.get("dimensions") is not None:
+            raise InvalidRequest(
+                f"The model '{self.alias}' (llama.cpp) gives embeddings of its own size and "
+                "does not support 'dimensions'; leave it out.",
+                param="dimensions",
+            )
+
     def prepare_request(self, body: dict[str, Any]) -> None:
+        if self.task == "embeddings":
+            self._dimensions(body)
+            return
         # A prompt prefix reused from the cache is evaluated in a different batch shape, which
         # changes the logits slightly: the same seed then gives a different answer. A seed is a
         # request for reproducibility, so it outranks the cache unless the client chose.

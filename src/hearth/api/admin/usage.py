@@ -1,0 +1,30 @@
+"""GET /admin/usage: the same totals as `hearth usage`, as JSON."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+
+from hearth.api.services import services_of
+from hearth.errors import InvalidRequest
+from hearth.usage.report import usage_report
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+@router.get("/usage", summary="Requests, tokens and cost per key, model, team or deployment")
+async def usage(
+    request: Request,
+    by: Literal["key", "model", "team", "deployment"] = "model",
+    since: str = "7d",
+) -> dict[str, Any]:
+    accounting = services_of(request).accounting
+    if accounting is None:
+        raise InvalidRequest("This server runs without its database.")
+    await accounting.sync()  # include what is still buffered
+    try:
+        rows = await usage_report(accounting.engine, since, by)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="since") from None
+    return {"by": by, "since": since, "data": rows}

@@ -1,0 +1,51 @@
+"""POST /v1/messages and POST /v1/messages/count_tokens, answered by routing the equivalent
+OpenAI chat request like any other."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
+
+from hearth.api.anthropic.protocol import CountTokensRequest, MessagesRequest
+from hearth.api.anthropic.stream import SSE_HEADERS, message_events
+from hearth.api.anthropic.tokens import count_input_tokens
+from hearth.api.anthropic.translate import chat_body, conversation, message_reply
+from hearth.api.openai.chat import ChatCompletionRequest
+from hearth.api.openai.forward import dispatch, gateway_headers
+from hearth.api.openai.protocol import parse_request
+from hearth.api.services import services_of
+from hearth.routing.outcome import Completion
+
+router = APIRouter(tags=["anthropic"])
+
+
+@router.post("/v1/messages", summary="Anthropic Messages API: create a message")
+async def create_message(request: Request) -> Response:
+    anthropic = parse_request(MessagesRequest, await request.body())
+    services_of(request).catalogue.resolve(anthropic.model)  # 404 before translating
+    payload = parse_request(
+        ChatCompletionRequest, json.dumps(chat_body(anthropic, anthropic.model)).encode()
+    )
+    outcome = await dispatch(request, payload, "/v1/chat/completions", capability="chat")
+    headers = gateway_headers(request, outcome)
+    if isinstance(outcome, Completion):
+        reply = message_reply(outcome.body, anthropic.model, anthropic)
+        return JSONResponse(reply, headers=headers)
+    return StreamingResponse(
+        message_events(outcome, anthropic.model, anthropic),
+        media_type="text/event-stream",
+        headers={**SSE_HEADERS, **headers},
+        background=BackgroundTask(outcome.aclose),
+    )
+
+
+@router.post("/v1/messages/count_tokens", summary="Anthropic Messages API: count input tokens")
+async def count_tokens(request: Request) -> dict[str, int]:
+    anthropic = parse_request(CountTokensRequest, await request.body())
+    services_of(request).catalogue.resolve(anthropic.model)
+    chat = {"model": anthropic.model, **conversation(anthropic)}
+    parse_request(ChatCompletionRequest, json.dumps(chat).encode())  # the same checks as a reply
+    return {"input_tokens": await count_input_tokens(request, anthropic.model, chat)}

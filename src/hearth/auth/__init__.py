@@ -1,0 +1,1 @@
+"""Who may call: API keys (stored hashed), scopes, rate limits and budgets."""

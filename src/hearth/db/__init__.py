@@ -1,0 +1,1 @@
+"""Hearth's database: tables, the async engine, and migrations (SQLite or PostgreSQL)."""

@@ -1,0 +1,98 @@
+"""The tables: API keys, per-request usage rows, hourly roll-ups, and the audit log.
+Times are naive UTC (the same on SQLite and PostgreSQL).
+
+Changes to these go through a new migration in `migrations/versions/`."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("prefix", String(32), nullable=False),  # shown in listings: "hk_1a2b3c4d"
+    Column("hash", String(64), nullable=False, unique=True),  # sha256 hex of the whole key
+    Column("team", String(200)),
+    Column("models", Text, nullable=False, default="[]"),  # JSON list of fnmatch patterns
+    Column("rpm", Integer),
+    Column("tpm", Integer),
+    Column("budget", String(64)),  # "AMOUNT/PERIOD", see hearth.auth.keys.Budget
+    Column("expires_at", DateTime()),
+    Column("created_at", DateTime(), nullable=False),
+    Column("revoked_at", DateTime()),
+)
+
+usage = Table(
+    "usage",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", DateTime(), nullable=False),
+    Column("hour", DateTime(), nullable=False),  # `time` truncated, for roll-ups
+    Column("request_id", String(128), nullable=False),
+    Column("key_id", String(32)),
+    Column("team", String(200)),
+    Column("model", String(300), nullable=False),
+    Column("deployment", String(300)),
+    Column("prompt_tokens", Integer, nullable=False, default=0),
+    Column("completion_tokens", Integer, nullable=False, default=0),
+    Column("cached", Boolean, nullable=False, default=False),
+    Column("status", Integer, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("ttft_ms", Float),
+    Column("cost", Float, nullable=False, default=0.0),
+    Index("ix_usage_hour", "hour"),
+    Index("ix_usage_key_time", "key_id", "time"),
+    Index("ix_usage_team_time", "team", "time"),
+)
+
+usage_hourly = Table(
+    "usage_hourly",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("hour", DateTime(), nullable=False),
+    Column("key_id", String(32)),
+    Column("team", String(200)),
+    Column("model", String(300), nullable=False),
+    Column("deployment", String(300)),
+    Column("requests", Integer, nullable=False),
+    Column("errors", Integer, nullable=False),
+    Column("prompt_tokens", Integer, nullable=False),
+    Column("completion_tokens", Integer, nullable=False),
+    Column("cost", Float, nullable=False),
+    Index("ix_usage_hourly_hour", "hour"),
+)
+
+# One row: the first hour not yet rolled up (replicas advance it with compare-and-set).
+rollup_state = Table(
+    "rollup_state",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("next_hour", DateTime()),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", DateTime(), nullable=False),
+    Column("actor", String(200), nullable=False),  # "cli", "admin-api", ...
+    Column("action", String(100), nullable=False),  # "key.create", "key.revoke", "model.unload"
+    Column("target", String(300)),
+    Column("detail", Text),  # JSON
+    Index("ix_audit_time", "time"),
+)

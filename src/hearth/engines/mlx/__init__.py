@@ -1,0 +1,1 @@
+"""MLX (`mlx_lm.server`) and MLX-VLM: the engines for Apple silicon."""

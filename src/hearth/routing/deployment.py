@@ -1,0 +1,152 @@
+"""Deployments: the upstreams a public model name can be sent to.
+
+A local deployment is a model served by an engine process Hearth starts and stops (see the
+scheduler); a remote deployment is a base URL someone else runs. Both speak the OpenAI protocol,
+and both carry the figures routing decides by: requests in flight, a moving average of the time to
+the first token, a price, and a circuit breaker.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from hearth.config import DeploymentTimeouts, Price
+from hearth.engines.base import Capabilities, Launcher
+from hearth.routing.breaker import CircuitBreaker
+
+# Weight of the newest sample in the time-to-first-token moving average.
+LATENCY_SMOOTHING = 0.3
+
+
+@dataclass
+class DeploymentStats:
+    breaker: CircuitBreaker
+    in_flight: int = 0
+    ttft: float | None = None  # moving average, seconds; None until the first answer
+
+    def observe_ttft(self, seconds: float) -> None:
+        if self.ttft is None:
+            self.ttft = seconds
+        else:
+            self.ttft += LATENCY_SMOOTHING * (seconds - self.ttft)
+
+
+def _stats(name: str) -> DeploymentStats:
+    return DeploymentStats(CircuitBreaker(name))
+
+
+@dataclass
+class LocalDeployment:
+    """A model served by an engine process that Hearth starts and stops (see scheduler)."""
+
+    name: str
+    launcher: Launcher
+    keep_alive: float
+    aliases: list[str] = field(default_factory=list)
+    memory_bytes: int = 0  # estimated need when loaded, for the scheduler's budget
+    slots: int = 1  # requests the engine decodes at once; more wait in Hearth's queue
+    defaults: dict[str, Any] = field(default_factory=dict)  # request fields the client left out
+    created: int = field(default_factory=lambda: int(time.time()))
+    price: Price = field(default_factory=Price)
+    stats: DeploymentStats = field(init=False, repr=False)
+
+    kind: Literal["local"] = "local"
+
+    def __post_init__(self) -> None:
+        self.stats = _stats(self.name)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.launcher.capabilities
+
+    @property
+    def capacity(self) -> int | None:
+        return self.slots
+
+
+class Secret:
+    """A credential that never shows itself in a repr, a log line or an error."""
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+@dataclass
+class RemoteDeployment:
+    """An OpenAI-compatible server Hearth proxies to: Ollama, vLLM, TGI, LocalAI, a cloud API."""
+
+    name: str
+    url: str  # base URL of its OpenAI API, without a trailing slash (…/v1)
+    model: str  # its own name for the model
+    capabilities: Capabilities
+    api_key: Secret | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    timeouts: DeploymentTimeouts = field(default_factory=DeploymentTimeouts)
+    max_concurrency: int | None = None
+    price: Price = field(default_factory=Price)
+    aliases: list[str] = field(default_factory=list)
+    health_check: bool = True
+    created: int = field(default_factory=lambda: int(time.time()))
+    stats: DeploymentStats = field(init=False, repr=False)
+
+    kind: Literal["remote"] = "remote"
+
+    def __post_init__(self) -> None:
+        self.stats = _stats(self.name)
+
+    @property
+    def capacity(self) -> int | None:
+        return self.max_concurrency
+
+    def request_headers(self) -> dict[str, str]:
+        headers = dict(self.headers)
+        if self.api_key is not None:
+            headers["authorization"] = f"Bearer {self.api_key.reveal()}"
+        return headers
+
+    def describe(self) -> str:
+        """How errors and logs name it: never with its key."""
+        return f"deployment '{self.name}' ({self.url})"
+
+
+Deployment = LocalDeployment | RemoteDeployment
+
+
+@dataclass
+class Target:
+    deployment: Deployment
+    weight: float = 1.0
+
+
+@dataclass
+class Route:
+    """A public model name and the deployments that serve it."""
+
+    name: str
+    targets: list[Target]
+    strategy: str = "priority"
+    aliases: list[str] = field(default_factory=list)
+
+    def capabilities(self) -> list[str]:
+        """What at least one of its deployments supports."""
+        names: list[str] = []
+        for target in self.targets:
+            names += [n for n in target.deployment.capabilities.names() if n not in names]
+        return names
+
+    @property
+    def local(self) -> LocalDeployment | None:
+        """The local model when the route is just that model."""
+        if len(self.targets) == 1 and isinstance(self.targets[0].deployment, LocalDeployment):
+            return self.targets[0].deployment
+        return None

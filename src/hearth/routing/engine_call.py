@@ -1,0 +1,81 @@
+"""Calling a local engine: hold the model (loading it if needed), then send the request, retrying
+once if the engine refused the connection because it had just died."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from hearth.engines.supervisor import EngineSupervisor
+from hearth.errors import EngineCrashed, EngineUnavailable
+from hearth.observability.tracing import Tracing
+from hearth.routing.deployment import LocalDeployment
+from hearth.routing.streams import OpenedStream
+from hearth.scheduler.scheduler import Scheduler
+from hearth.upstream.client import UpstreamClient
+
+if TYPE_CHECKING:
+    from hearth.routing.router import RoutedRequest
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+async def call_engine(
+    scheduler: Scheduler,
+    upstream: UpstreamClient,
+    deployment: LocalDeployment,
+    request: RoutedRequest,
+    body: bytes,
+    stack: contextlib.AsyncExitStack,
+    tracing: Tracing,
+) -> dict[str, Any] | OpenedStream:
+    """The engine's answer, or its opened stream. The model stays held (never unloaded) until
+    `stack` closes."""
+    what = f"the engine for model '{deployment.name}'"
+    headers = {"x-request-id": request.request_id}
+    tracing.inject(headers)
+    url_path = "/v1" + request.path
+    # Waiting for the model to load and for one of its slots.
+    with tracing.span("queue", {"hearth.model": deployment.name}):
+        supervisor = await stack.enter_async_context(
+            scheduler.use(deployment, request.keep_alive, request.priority)
+        )
+    if not request.stream:
+        return await _to_engine(
+            supervisor, lambda base: upstream.post(base + url_path, body, what, headers)
+        )
+
+    async def open_stream(base: str) -> OpenedStream:
+        stream = await stack.enter_async_context(
+            upstream.open_stream(base + url_path, body, what, headers)
+        )
+
+        async def crashed() -> None:
+            await supervisor.connection_failed(base)
+
+        return await OpenedStream.start(stream, on_crash=crashed)
+
+    return await _to_engine(supervisor, open_stream)
+
+
+async def _to_engine(supervisor: EngineSupervisor, call: Callable[[str], Awaitable[T]]) -> T:
+    """Call the engine; if it refused the connection because it just died, wait for the
+    restart and try once more (the request never reached it). A request that broke off after
+    the engine took it is not retried: the client gets the error."""
+    for attempt in (1, 2):
+        base = await supervisor.endpoint()
+        try:
+            return await call(base)
+        except EngineUnavailable:
+            if attempt == 2 or not await supervisor.connection_failed(base):
+                raise
+            log.info(
+                "engine for %s was gone before the request reached it; retrying", supervisor.name
+            )
+        except EngineCrashed:
+            await supervisor.connection_failed(base)
+            raise
+    raise AssertionError("unreachable")

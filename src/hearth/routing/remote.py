@@ -1,0 +1,115 @@
+"""Remote deployments and multi-deployment routes, from the settings."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import httpx
+
+from hearth.config import DeploymentSettings, Settings
+from hearth.engines.base import Capabilities
+from hearth.errors import ConfigError
+from hearth.routing.catalogue import Catalogue
+from hearth.routing.deployment import RemoteDeployment, Route, Secret, Target
+
+log = logging.getLogger(__name__)
+
+
+def resolve_secret(reference: str, where: str) -> Secret:
+    """'env:NAME' → that variable; 'file:PATH' → the file's first line; anything else is the
+    key itself. Errors name the reference, never a value."""
+    kind, _, rest = reference.partition(":")
+    if kind == "env" and rest:
+        value = os.environ.get(rest)
+        if not value:
+            raise ConfigError(f"{where}: the environment variable {rest} is not set")
+        return Secret(value)
+    if kind == "file" and rest:
+        path = Path(rest).expanduser()
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from None
+        if not value:
+            raise ConfigError(f"{where}: {path} is empty")
+        return Secret(value)
+    return Secret(reference)
+
+
+def remote_deployment(name: str, settings: DeploymentSettings, model: str) -> RemoteDeployment:
+    return RemoteDeployment(
+        name=name,
+        url=settings.url.rstrip("/"),
+        model=model,
+        capabilities=Capabilities(**{c: True for c in settings.capabilities}),
+        api_key=(
+            None
+            if settings.api_key is None
+            else resolve_secret(settings.api_key, f"deployments.{name}.api_key")
+        ),
+        headers=dict(settings.headers),
+        timeouts=settings.timeouts,
+        max_concurrency=settings.max_concurrency,
+        price=settings.price,
+        aliases=list(settings.aliases),
+        health_check=settings.health_check,
+    )
+
+
+def add_remote_deployments(catalogue: Catalogue, settings: Settings) -> None:
+    for name, deployment_settings in settings.deployments.items():
+        deployment = remote_deployment(name, deployment_settings, deployment_settings.model or name)
+        _add(catalogue, deployment, f"deployments.{name}")
+        if deployment_settings.import_models:
+            for model in list_remote_models(deployment):
+                imported = remote_deployment(f"{name}/{model}", deployment_settings, model)
+                imported.aliases = []
+                _add(catalogue, imported, f"deployments.{name}.import_models")
+
+
+def list_remote_models(deployment: RemoteDeployment) -> list[str]:
+    """The model ids an upstream's GET /models lists; none (with a warning) when it cannot be
+    reached, so one unreachable upstream does not keep Hearth from starting."""
+    try:
+        response = httpx.get(
+            deployment.url + "/models",
+            headers=deployment.request_headers(),
+            timeout=deployment.timeouts.connect + deployment.timeouts.first_token,
+            trust_env=False,
+        )
+        response.raise_for_status()
+        data = response.json()["data"]
+        return sorted({str(item["id"]) for item in data if isinstance(item, dict) and "id" in item})
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        log.warning("cannot import the models of %s: %s", deployment.describe(), type(exc).__name__)
+        return []
+
+
+def add_routes(catalogue: Catalogue, settings: Settings) -> None:
+    for name, route_settings in settings.routes.items():
+        targets = []
+        for target in route_settings.targets():
+            deployment = catalogue.deployment(target.deployment)
+            if deployment is None:
+                known = ", ".join(d.name for d in catalogue.all_deployments())
+                raise ConfigError(
+                    f"routes.{name}: '{target.deployment}' is neither a local model nor a "
+                    f"deployment; known: {known}"
+                )
+            targets.append(Target(deployment, target.weight))
+        if route_settings.strategy == "weighted" and not any(t.weight > 0 for t in targets):
+            raise ConfigError(f"routes.{name}: a weighted route needs a weight above 0")
+        route = Route(name, targets, route_settings.strategy, list(route_settings.aliases))
+        try:
+            catalogue.add_route(route)
+        except ValueError as exc:
+            raise ConfigError(f"routes.{name}: {exc}") from None
+
+
+def _add(catalogue: Catalogue, deployment: RemoteDeployment, where: str) -> None:
+    try:
+        catalogue.add(deployment)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None

@@ -1,0 +1,367 @@
+"""Sending a request to the deployments of its model: strategy order, retries with backoff before
+the first byte, fallback to the next deployment, circuit breakers, and the response cache.
+
+A request is retried (same deployment, exponential backoff with jitter, honouring Retry-After)
+only for failures that happen before any of the answer reached Hearth: connection errors,
+timeouts, 429 and 5xx. After that it falls back to the next deployment in the route's order.
+Streams are opened and their first event read before the client gets a status, so a stream that
+fails at once is retried too; once output has started nothing is retried, and a failure ends the
+stream with an error event. Local engines are not retried (Hearth restarts them itself and the
+engine call already retries a request refused by an engine that had just died) but they do fall
+back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hearth.config import RoutingSettings
+from hearth.errors import (
+    APIError,
+    EngineCrashed,
+    EngineError,
+    InvalidRequest,
+    ModelTooLarge,
+    NoDeploymentAvailable,
+    ServerBusy,
+    UpstreamStatusError,
+)
+from hearth.observability.metrics import HearthMetrics
+from hearth.observability.tracing import Tracing
+from hearth.routing.cache import ResponseCache, cache_key, is_deterministic
+from hearth.routing.deployment import Deployment, LocalDeployment, RemoteDeployment, Route
+from hearth.routing.engine_call import call_engine
+from hearth.routing.outcome import Completion, CompletionStream
+from hearth.routing.strategies import order, saturated
+from hearth.routing.streams import OpenedStream, relay, replay
+from hearth.scheduler.scheduler import Scheduler
+from hearth.upstream.client import Timeouts, UpstreamClient
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "x-request-id"
+
+
+@dataclass
+class Trace:
+    """What happened to one request, filled in as it goes; read by metrics and the access log."""
+
+    started: float  # perf_counter() when the request arrived
+    deployment: str | None = None
+    attempts: int = 0
+    upstream_seconds: float = 0.0  # spent waiting on deployments before the answer started
+    ttft: float | None = None
+    usage: dict[str, Any] | None = None
+    cache: str | None = None  # "hit" or "miss" when the cache was consulted
+
+
+@dataclass
+class RoutedRequest:
+    route: Route
+    path: str  # under the OpenAI base, e.g. "/chat/completions"
+    fields: dict[str, Any]  # the request body as the client sent it
+    capability: str
+    request_id: str
+    trace: Trace
+    on_done: Callable[[Trace], None] = lambda trace: None  # once, when the answer has ended
+    keep_alive: float | None = None
+    priority: int = 0
+    cache_control: str = ""
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.fields.get("stream"))
+
+
+class _Saturated(Exception):
+    """A remote deployment is at its max_concurrency and others remain to try."""
+
+
+@dataclass
+class Router:
+    scheduler: Scheduler
+    upstream: UpstreamClient
+    settings: RoutingSettings
+    metrics: HearthMetrics
+    cache: ResponseCache | None = None
+    max_entry_bytes: int = 1024 * 1024  # larger answers are not cached
+    tracing: Tracing = field(default_factory=Tracing)
+    rng: random.Random = field(default_factory=random.Random)
+
+    async def complete(self, request: RoutedRequest) -> Completion | CompletionStream:
+        attributes = {"hearth.model": request.route.name, "hearth.strategy": request.route.strategy}
+        with self.tracing.span("route", attributes):
+            return await self._complete(request)
+
+    async def _complete(self, request: RoutedRequest) -> Completion | CompletionStream:
+        route = request.route
+        candidates = [
+            t for t in route.targets if request.capability in t.deployment.capabilities.names()
+        ]
+        if not candidates:
+            raise InvalidRequest(
+                f"The model '{route.name}' does not support {request.capability}; it supports: "
+                f"{', '.join(route.capabilities()) or 'nothing'}.",
+                param="model",
+            )
+        key = self._cache_key(request)
+        if key is not None and "no-cache" not in request.cache_control:
+            cached = await self._cached(key, request)
+            if cached is not None:
+                return cached
+        if key is not None:
+            request.trace.cache = "miss"
+            self.metrics.cache.labels("miss").inc()
+
+        deployments = order(route.strategy, candidates, self.rng)
+        failures: list[str] = []
+        last_error: APIError | None = None
+        for position, deployment in enumerate(deployments):
+            is_last = position == len(deployments) - 1
+            if not deployment.stats.breaker.allows():
+                failures.append(f"{deployment.name}: circuit open")
+                continue
+            if position and failures:
+                self.metrics.fallbacks.labels(route.name).inc()
+                log.info("%s: falling back to %s (%s)", route.name, deployment.name, failures[-1])
+            try:
+                return await self._try_deployment(deployment, request, is_last, key)
+            except _Saturated:
+                failures.append(f"{deployment.name}: at its concurrency limit")
+            except APIError as exc:
+                if not _falls_back(exc):
+                    raise _with_attempts(exc, request.trace.attempts) from None
+                failures.append(f"{deployment.name}: {exc.message}")
+                last_error = exc
+        if len(deployments) == 1 and last_error is not None:
+            raise _with_attempts(last_error, request.trace.attempts)
+        retry_after = min(
+            (d.stats.breaker.retry_after() for d in deployments if not d.stats.breaker.allows()),
+            default=None,
+        )
+        error = NoDeploymentAvailable(
+            f"No deployment of '{route.name}' could answer: " + "; ".join(failures) + ".",
+            retry_after=retry_after if last_error is None else None,
+        )
+        raise _with_attempts(error, request.trace.attempts)
+
+    async def _try_deployment(
+        self, deployment: Deployment, request: RoutedRequest, is_last: bool, key: str | None
+    ) -> Completion | CompletionStream:
+        """Send to one deployment, retrying transient failures before the first byte."""
+        if isinstance(deployment, RemoteDeployment) and saturated(deployment) and not is_last:
+            raise _Saturated
+        retries = self.settings.retries if isinstance(deployment, RemoteDeployment) else 0
+        for retry in range(retries + 1):
+            request.trace.attempts += 1
+            try:
+                outcome = await self._attempt(deployment, request, key)
+            except APIError as exc:
+                if not _counts_against(exc):
+                    deployment.stats.breaker.record_success()  # it answered: it is up
+                    self.metrics.upstream_attempts.labels(deployment.name, "rejected").inc()
+                    raise
+                self.metrics.upstream_attempts.labels(deployment.name, "failed").inc()
+                if _transient(exc):
+                    deployment.stats.breaker.record_failure()
+                if retry == retries or not _transient(exc) or not deployment.stats.breaker.allows():
+                    raise
+                delay = self._backoff(retry, exc)
+                if delay is None:
+                    raise
+                log.info(
+                    "%s failed (%s); retry %d of %d in %.2f s",
+                    deployment.name,
+                    exc.message,
+                    retry + 1,
+                    retries,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            deployment.stats.breaker.record_success()
+            self.metrics.upstream_attempts.labels(deployment.name, "ok").inc()
+            return outcome
+        raise AssertionError("unreachable")
+
+    def _backoff(self, retry: int, exc: APIError) -> float | None:
+        """Exponential backoff with full jitter; an upstream's Retry-After is honoured when it
+        is within backoff_max, and a longer one means: fall back now instead."""
+        ceiling = min(self.settings.backoff_max, self.settings.backoff * 2**retry)
+        delay = self.rng.uniform(ceiling / 2, ceiling)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            if retry_after > self.settings.backoff_max:
+                return None
+            delay = max(delay, retry_after)
+        return delay
+
+    async def _attempt(
+        self, deployment: Deployment, request: RoutedRequest, key: str | None
+    ) -> Completion | CompletionStream:
+        trace = request.trace
+        stack = contextlib.AsyncExitStack()
+        deployment.stats.in_flight += 1
+        stack.callback(_leave, deployment)
+        began = time.perf_counter()
+        attributes = {
+            "hearth.deployment": deployment.name,
+            "hearth.deployment.kind": deployment.kind,
+            "hearth.attempt": trace.attempts,
+        }
+        try:
+            with self.tracing.span("upstream", attributes):
+                if isinstance(deployment, LocalDeployment):
+                    body = _local_body(deployment, request)
+                    opened = await call_engine(
+                        self.scheduler,
+                        self.upstream,
+                        deployment,
+                        request,
+                        body,
+                        stack,
+                        self.tracing,
+                    )
+                else:
+                    opened = await self._call_remote(deployment, request, stack)
+        except BaseException:
+            trace.upstream_seconds += time.perf_counter() - began
+            await stack.aclose()
+            raise
+        waited = time.perf_counter() - began
+        trace.upstream_seconds += waited
+        trace.deployment = deployment.name
+        deployment.stats.observe_ttft(waited)
+        if isinstance(opened, dict):
+            await stack.aclose()
+            opened["model"] = request.route.name
+            trace.usage = opened.get("usage") if isinstance(opened.get("usage"), dict) else None
+            request.on_done(trace)
+            if key is not None:
+                await self._store(key, json.dumps({"d": deployment.name, "body": opened}).encode())
+            return Completion(opened, deployment.name, trace.attempts)
+        trace.ttft = time.perf_counter() - trace.started
+        store = None if key is None else lambda events: self._store_stream(key, deployment, events)
+        return CompletionStream(
+            relay(opened, request, deployment, stack, store),
+            deployment.name,
+            stack.aclose,
+            trace.attempts,
+        )
+
+    async def _call_remote(
+        self, deployment: RemoteDeployment, request: RoutedRequest, stack: contextlib.AsyncExitStack
+    ) -> dict[str, Any] | OpenedStream:
+        fields = {**request.fields, "model": deployment.model}
+        client_wants_usage = bool((fields.get("stream_options") or {}).get("include_usage"))
+        if request.stream:
+            fields["stream_options"] = {
+                **(fields.get("stream_options") or {}),
+                "include_usage": True,
+            }
+        body = json.dumps(fields).encode()
+        what = deployment.describe()
+        headers = {**deployment.request_headers(), REQUEST_ID_HEADER: request.request_id}
+        self.tracing.inject(headers)
+        limits = deployment.timeouts
+        # aiohttp enforces all three: `read` is the wait for the first byte and any gap after it,
+        # `total` the whole answer, streams included.
+        timeouts = Timeouts(read=limits.first_token, connect=limits.connect, total=limits.total)
+        url = deployment.url + request.path
+        if not request.stream:
+            return await self.upstream.post(url, body, what, headers, timeouts)
+        stream = await stack.enter_async_context(
+            self.upstream.open_stream(url, body, what, headers, timeouts)
+        )
+        return await OpenedStream.start(stream, hide_usage=not client_wants_usage)
+
+    def _cache_key(self, request: RoutedRequest) -> str | None:
+        if self.cache is None or "no-store" in request.cache_control:
+            return None
+        if not is_deterministic(request.fields):
+            return None
+        return cache_key(request.route.name, request.path, request.stream, request.fields)
+
+    async def _cached(
+        self, key: str, request: RoutedRequest
+    ) -> Completion | CompletionStream | None:
+        assert self.cache is not None
+        try:
+            raw = await self.cache.get(key)
+        except Exception as exc:  # a cache outage must not fail requests
+            log.warning("response cache unavailable: %s", type(exc).__name__)
+            return None
+        if raw is None:
+            return None
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            return None
+        trace = request.trace
+        trace.cache, trace.deployment = "hit", entry["d"]
+        self.metrics.cache.labels("hit").inc()
+        if "body" in entry:
+            trace.usage = entry["body"].get("usage")
+            request.on_done(trace)
+            return Completion(entry["body"], entry["d"], attempts=0, cached=True)
+        trace.ttft = time.perf_counter() - trace.started
+        return CompletionStream(
+            replay(entry["events"].encode(), request), entry["d"], _nothing, 0, cached=True
+        )
+
+    async def _store(self, key: str, value: bytes) -> None:
+        assert self.cache is not None
+        if len(value) > self.max_entry_bytes:
+            return
+        try:
+            await self.cache.set(key, value)
+        except Exception as exc:  # a cache outage must not fail requests
+            log.warning("response cache unavailable: %s", type(exc).__name__)
+
+    async def _store_stream(self, key: str, deployment: Deployment, events: bytes) -> None:
+        entry = {"d": deployment.name, "events": events.decode("utf-8", "replace")}
+        await self._store(key, json.dumps(entry).encode())
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _leave(deployment: Deployment) -> None:
+    deployment.stats.in_flight -= 1
+
+
+def _local_body(deployment: LocalDeployment, request: RoutedRequest) -> bytes:
+    fields = {**deployment.defaults, **request.fields}
+    deployment.launcher.prepare_request(fields)
+    return json.dumps(fields).encode()
+
+
+def _transient(exc: APIError) -> bool:
+    """A failure of the deployment rather than of the request: worth a retry or a fallback."""
+    if isinstance(exc, UpstreamStatusError):
+        return exc.transient
+    return isinstance(exc, EngineError)
+
+
+def _counts_against(exc: APIError) -> bool:
+    """Whether a failure says something about the deployment (else it was the request's fault)."""
+    return _transient(exc) or isinstance(exc, ServerBusy | ModelTooLarge)
+
+
+def _falls_back(exc: APIError) -> bool:
+    """Whether the next deployment may be tried: not for the client's own mistakes."""
+    return _counts_against(exc) or isinstance(exc, EngineCrashed)
+
+
+def _with_attempts(exc: APIError, attempts: int) -> APIError:
+    exc.headers = {**(exc.headers or {}), "x-hearth-attempts": str(attempts)}
+    return exc

@@ -1,0 +1,140 @@
+"""Relaying a routed stream to the client: whole events as they come, usage noted, a failure after
+output started turned into an error event followed by the end marker, and a complete stream
+handed to the response cache."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hearth.errors import APIError, EngineCrashed
+from hearth.upstream.client import EventStream
+
+if TYPE_CHECKING:
+    from hearth.routing.deployment import Deployment
+    from hearth.routing.router import RoutedRequest
+
+log = logging.getLogger(__name__)
+
+_EVENT_SPLIT = re.compile(rb"(?<=\n\n)|(?<=\r\n\r\n)")
+_EMPTY_CONTENT = re.compile(rb'"content"\s*:\s*(""|null)')
+
+
+@dataclass
+class OpenedStream:
+    """A stream whose first event has arrived: from here on, nothing is retried."""
+
+    first: bytes
+    rest: AsyncIterator[bytes]
+    hide_usage: bool = False  # Hearth asked for the usage chunk; the client did not
+    on_crash: Callable[[], Awaitable[Any]] | None = None
+
+    @classmethod
+    async def start(
+        cls,
+        stream: EventStream,
+        *,
+        hide_usage: bool = False,
+        on_crash: Callable[[], Awaitable[Any]] | None = None,
+    ) -> OpenedStream:
+        """Wait for the first event; failures until then raise, so the request can be retried."""
+        events = stream.events()
+        first = await anext(events)
+        return cls(first, events, hide_usage, on_crash)
+
+
+def error_event(exc: APIError) -> bytes:
+    return b"data: " + json.dumps(exc.to_body()).encode() + b"\n\ndata: [DONE]\n\n"
+
+
+async def relay(
+    opened: OpenedStream,
+    request: RoutedRequest,
+    deployment: Deployment,
+    stack: contextlib.AsyncExitStack,
+    store: Callable[[bytes], Awaitable[None]] | None,
+) -> AsyncIterator[bytes]:
+    """Relay events as they come. Leaving early (the client hung up) closes the upstream
+    connection, which makes an engine stop generating."""
+    trace = request.trace
+    seen = bytearray() if store is not None else None
+    complete = False
+    produced = 0  # events that carried output: the token count when no usage comes
+    try:
+        chunk: bytes | None = opened.first
+        while chunk is not None:
+            produced += _output_events(chunk)
+            if b'"usage"' in chunk:
+                chunk = _note_usage(chunk, request, opened.hide_usage)
+            if seen is not None:
+                seen += chunk
+            if chunk:
+                yield chunk
+            chunk = await anext(opened.rest, None)
+        complete = True
+    except APIError as exc:
+        log.warning("stream from %s failed mid-way: %s", deployment.name, exc.message)
+        deployment.stats.breaker.record_failure()
+        if isinstance(exc, EngineCrashed) and opened.on_crash is not None:
+            await opened.on_crash()
+        yield error_event(exc)
+    finally:
+        if trace.usage is None and produced:
+            trace.usage = _estimated_usage(request.fields, produced)
+        request.on_done(trace)
+        if complete and store is not None and seen is not None:
+            await store(bytes(seen))
+        await stack.aclose()
+
+
+async def replay(events: bytes, request: RoutedRequest) -> AsyncIterator[bytes]:
+    """A cached stream, sent whole."""
+    try:
+        yield events
+    finally:
+        request.on_done(request.trace)
+
+
+def _note_usage(chunk: bytes, request: RoutedRequest, hide_usage: bool) -> bytes:
+    """Record the usage an event carries; drop usage-only events the client did not ask for."""
+    kept = []
+    for event in _EVENT_SPLIT.split(chunk):
+        body = event.strip()
+        if body.startswith(b"data: {") and b'"usage"' in body:
+            with contextlib.suppress(ValueError):
+                data = json.loads(body[6:])
+                usage = data.get("usage")
+                if isinstance(usage, dict):
+                    request.trace.usage = usage
+                    if hide_usage and not data.get("choices"):
+                        continue
+        kept.append(event)
+    return b"".join(kept)
+
+
+def _output_events(chunk: bytes) -> int:
+    """Events in a chunk that carry generated text or tool-call arguments."""
+    events = _EVENT_SPLIT.split(chunk) if chunk.count(b"data:") > 1 else (chunk,)
+    return sum(
+        1
+        for event in events
+        if (b'"content"' in event and not _EMPTY_CONTENT.search(event)) or b'"arguments"' in event
+    )
+
+
+def _estimated_usage(fields: dict[str, Any], output_events: int) -> dict[str, Any]:
+    """Usage for an upstream that reported none: one token per output event (what streaming
+    servers send) and about four characters per prompt token."""
+    prompt = fields.get("messages", fields.get("prompt", ""))
+    prompt_tokens = len(json.dumps(prompt)) // 4
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": output_events,
+        "total_tokens": prompt_tokens + output_events,
+        "estimated": True,
+    }

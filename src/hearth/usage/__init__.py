@@ -1,0 +1,1 @@
+"""Accounting per request: usage rows written in batches, hourly roll-ups, reports."""

@@ -1,0 +1,218 @@
+"""An OpenAI-compatible upstream for gateway tests, whose behaviour the test scripts.
+
+It runs in a thread (uvicorn + Starlette) so a real Hearth subprocess can reach it while the test
+waits on Hearth. Every first path segment is a separate deployment: `url("a")` is
+`http://127.0.0.1:<port>/a/v1`. Each request to a deployment takes the next behaviour from its
+script, or its default ("ok") when the script is empty:
+
+    ok                     a chat answer "<name> says hi" (streamed: three content chunks, a
+                           usage chunk when asked for, [DONE])
+    status:N[:retry=S]     HTTP N with an OpenAI error body (and Retry-After: S)
+    hang                   never answers (until the client leaves)
+    slow:S                 waits S seconds, then answers like ok
+    drop                   streams two chunks, then breaks the connection
+    nousage                like ok, but never sends usage, even when asked
+    tools                  a tool call to get_weather({"city": "Paris"}), streamed in argument
+                           fragments as real upstreams send them
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from support.ports import free_port
+
+TOOL_ARGUMENT_FRAGMENTS = ['{"ci', 'ty": "Pa', 'ris"}']
+
+
+@dataclass
+class Received:
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+class ScriptedUpstream:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._scripts: dict[str, deque[str]] = defaultdict(deque)
+        self._defaults: dict[str, str] = {}
+        self.received: dict[str, list[Received]] = defaultdict(list)
+        self.models_probes: dict[str, int] = defaultdict(int)
+        app = Starlette(
+            routes=[
+                Route("/{name}/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/{name}/v1/models", self._models, methods=["GET"]),
+            ]
+        )
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="critical")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}/v1"
+
+    def script(self, name: str, *behaviours: str) -> None:
+        self._scripts[name].extend(behaviours)
+
+    def set_default(self, name: str, behaviour: str) -> None:
+        self._defaults[name] = behaviour
+
+    def hits(self, name: str) -> int:
+        return len(self.received[name])
+
+    def start(self) -> ScriptedUpstream:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the scripted upstream did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+    def _next(self, name: str) -> str:
+        script = self._scripts[name]
+        return script.popleft() if script else self._defaults.get(name, "ok")
+
+    async def _models(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        self.models_probes[name] += 1
+        behaviour = self._defaults.get(name, "ok")
+        if behaviour.startswith("status:"):
+            return _error(int(behaviour.split(":")[1]))
+        return JSONResponse({"object": "list", "data": [{"id": "m1"}, {"id": "m2"}]})
+
+    async def _chat(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        body = await request.json()
+        self.received[name].append(Received(body, dict(request.headers)))
+        behaviour = self._next(name)
+        kind, _, arg = behaviour.partition(":")
+        if kind == "status":
+            status, _, retry = arg.partition(":retry=")
+            return _error(int(status), retry or None)
+        if kind == "hang":
+            await asyncio.sleep(3600)
+        if kind == "slow":
+            await asyncio.sleep(float(arg))
+        stream = bool(body.get("stream"))
+        usage_wanted = bool((body.get("stream_options") or {}).get("include_usage"))
+        if kind == "tools":
+            if stream:
+                return _sse(_tool_call_chunks(name))
+            return JSONResponse(_tool_call_answer(name))
+        if stream:
+            usage_wanted = usage_wanted and kind != "nousage"
+            return _sse(_chunks(name, usage_wanted, drop=kind == "drop"))
+        return JSONResponse(_answer(name))
+
+
+def _error(status: int, retry_after: str | None = None) -> Response:
+    body = {"error": {"message": f"scripted failure {status}", "type": "server_error"}}
+    headers = {"retry-after": retry_after} if retry_after else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+USAGE = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+
+
+def _answer(name: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": f"{name}-model",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": f"{name} says hi"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": USAGE,
+    }
+
+
+def _chunk(name: str, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    chunk = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": f"{name}-model",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+async def _chunks(name: str, usage_wanted: bool, drop: bool) -> AsyncIterator[bytes]:
+    yield _chunk(name, {"role": "assistant", "content": name})
+    yield _chunk(name, {"content": " says"})
+    if drop:
+        await asyncio.sleep(0.05)
+        raise ConnectionAbortedError("scripted drop")  # uvicorn cuts the connection
+    yield _chunk(name, {"content": " hi"}, finish="stop")
+    if usage_wanted:
+        usage = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "choices": [],
+            "usage": USAGE,
+        }
+        yield b"data: " + json.dumps(usage).encode() + b"\n\n"
+    yield b"data: [DONE]\n\n"
+
+
+def _tool_call_answer(name: str) -> dict[str, Any]:
+    answer = _answer(name)
+    answer["choices"][0]["message"] = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": "".join(TOOL_ARGUMENT_FRAGMENTS)},
+            }
+        ],
+    }
+    answer["choices"][0]["finish_reason"] = "tool_calls"
+    return answer
+
+
+async def _tool_call_chunks(name: str) -> AsyncIterator[bytes]:
+    first = {
+        "role": "assistant",
+        "tool_calls": [
+            {
+                "index": 0,
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": ""},
+            }
+        ],
+    }
+    yield _chunk(name, first)
+    for fragment in TOOL_ARGUMENT_FRAGMENTS:
+        yield _chunk(name, {"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]})
+    yield _chunk(name, {}, finish="tool_calls")
+    yield b"data: [DONE]\n\n"
+
+
+def _sse(chunks: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(chunks, media_type="text/event-stream")
