@@ -25,7 +25,7 @@ def upstream() -> Iterator[ScriptedUpstream]:
 PLAIN_DEPLOYMENTS = (
     "fb1", "fb2", "fb3", "retry", "retry429", "retrystream", "drop", "dropbackup", "bad",
     "badbackup", "brk", "brkbackup", "wa", "wb", "tools", "cached", "all1", "all2",
-    "hangbackup", "lat_slow", "lat_fast", "lb1", "lb2", "nousage",
+    "hangbackup", "lat_slow", "lat_fast", "lb1", "lb2", "nousage", "stall",
 )  # fmt: skip
 
 # Settings of deployments that need more than a URL.

@@ -16,6 +16,7 @@ import pytest
 from routing.conftest import UPSTREAM_KEY
 from support.hearth_server import HearthServer
 from support.scripted_upstream import TOOL_ARGUMENT_FRAGMENTS, ScriptedUpstream
+from support.waiting import wait_for
 
 HI = [{"role": "user", "content": "Hi"}]
 
@@ -139,6 +140,19 @@ def test_a_stream_that_fails_after_output_started_ends_with_an_error_event_and_n
     # The openai SDK sees the failure rather than a clean, truncated success.
     with pytest.raises(openai.APIError):
         list(gateway.openai().chat.completions.create(model="drop", messages=HI, stream=True))
+
+
+def test_a_client_hanging_up_closes_a_silent_upstream_stream_at_once(
+    gateway: HearthServer, upstream: ScriptedUpstream
+) -> None:
+    """No more output is coming to notice the hang-up by: Hearth must watch the client itself."""
+    upstream.set_default("stall", "stall")
+    body = {"model": "stall", "messages": HI, "stream": True}
+    with httpx.stream("POST", f"{gateway.base_url}/v1/chat/completions", json=body) as response:
+        first = next(line for line in response.iter_lines() if line.startswith("data: "))
+        assert content_of([first[6:]]) == "stall"
+    wait_for(lambda: upstream.abandoned["stall"] == 1, timeout=3, what="the upstream to be left")
+    assert chat(gateway, "stall").status_code == 200  # and the gateway carries on
 
 
 def test_client_errors_are_neither_retried_nor_fallen_back(

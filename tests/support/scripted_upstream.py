@@ -11,6 +11,8 @@ script, or its default ("ok") when the script is empty:
     hang                   never answers (until the client leaves)
     slow:S                 waits S seconds, then answers like ok
     drop                   streams two chunks, then breaks the connection
+    stall                  streams one chunk, then nothing until the client leaves (counted in
+                           `abandoned`)
     nousage                like ok, but never sends usage, even when asked
     tools                  a tool call to get_weather({"city": "Paris"}), streamed in argument
                            fragments as real upstreams send them
@@ -51,6 +53,7 @@ class ScriptedUpstream:
         self._defaults: dict[str, str] = {}
         self.received: dict[str, list[Received]] = defaultdict(list)
         self.models_probes: dict[str, int] = defaultdict(int)
+        self.abandoned: dict[str, int] = defaultdict(int)  # streams the client left mid-way
         app = Starlette(
             routes=[
                 Route("/{name}/v1/chat/completions", self._chat, methods=["POST"]),
@@ -117,10 +120,20 @@ class ScriptedUpstream:
             if stream:
                 return _sse(_tool_call_chunks(name))
             return JSONResponse(_tool_call_answer(name))
+        if stream and kind == "stall":
+            return _sse(self._stalled(name))
         if stream:
             usage_wanted = usage_wanted and kind != "nousage"
             return _sse(_chunks(name, usage_wanted, drop=kind == "drop"))
         return JSONResponse(_answer(name))
+
+    async def _stalled(self, name: str) -> AsyncIterator[bytes]:
+        yield _chunk(name, {"role": "assistant", "content": name})
+        try:
+            await asyncio.sleep(3600)
+        finally:  # Starlette cancels the stream when the client disconnects
+            self.abandoned[name] += 1
+        yield b"data: [DONE]\n\n"
 
 
 def _error(status: int, retry_after: str | None = None) -> Response:

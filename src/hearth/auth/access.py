@@ -85,6 +85,12 @@ class Access:
         """Keys are required once any key was ever created or an admin key is set."""
         return not self.no_auth and (self.keys_exist or self.admin_hash is not None)
 
+    def budgets_in_use(self, records: list[KeyRecord]) -> bool:
+        """Whether any key among `records` or any team has a budget to check spend against."""
+        return any(r.budget is not None for r in records) or any(
+            t.budget is not None for t in self.teams.values()
+        )
+
     def load(self, records: list[KeyRecord]) -> None:
         self.keys = {record.hash: record for record in records}
         self.keys_exist = bool(records)

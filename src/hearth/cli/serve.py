@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from functools import partial
 from pathlib import Path
 
@@ -65,6 +66,10 @@ def serve(
         )
     except ConfigError as exc:  # e.g. tracing asked for without its packages
         raise click.ClickException(str(exc)) from None
+    # What exists now (modules, routes, schemas) lives as long as the process: frozen, the
+    # cyclic collector stops walking it again and again while requests are served.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(
         app,
         host=settings.host,

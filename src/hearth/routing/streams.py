@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_EVENT_SPLIT = re.compile(rb"(?<=\n\n)|(?<=\r\n\r\n)")
+_EVENT_ENDS = (b"\n\n", b"\r\n\r\n")
 _EMPTY_CONTENT = re.compile(rb'"content"\s*:\s*(""|null)')
 
 
@@ -101,29 +101,57 @@ async def replay(events: bytes, request: RoutedRequest) -> AsyncIterator[bytes]:
 
 
 def _note_usage(chunk: bytes, request: RoutedRequest, hide_usage: bool) -> bytes:
-    """Record the usage an event carries; drop usage-only events the client did not ask for."""
-    kept = []
-    for event in _EVENT_SPLIT.split(chunk):
-        body = event.strip()
-        if body.startswith(b"data: {") and b'"usage"' in body:
-            with contextlib.suppress(ValueError):
-                data = json.loads(body[6:])
-                usage = data.get("usage")
-                if isinstance(usage, dict):
-                    request.trace.usage = usage
-                    if hide_usage and not data.get("choices"):
-                        continue
-        kept.append(event)
+    """Record the usage an event carries; drop usage-only events the client did not ask for.
+    Only the events holding `"usage"` are parsed: a chunk can hold a whole answer's events."""
+    kept: list[bytes] = []
+    done = 0  # chunk[:done] is decided
+    found = chunk.find(b'"usage"')
+    while found != -1:
+        start, end = _event_around(chunk, found)
+        data = _usage_event(chunk[start:end])
+        if data is not None:
+            request.trace.usage = data["usage"]
+            if hide_usage and not data.get("choices"):
+                kept.append(chunk[done:start])
+                done = end
+        found = chunk.find(b'"usage"', end)
+    if not done:
+        return chunk
+    kept.append(chunk[done:])
     return b"".join(kept)
 
 
+def _event_around(chunk: bytes, position: int) -> tuple[int, int]:
+    """The bounds of the event holding `position`, its blank line included. JSON text never
+    holds a raw newline, so blank lines are always event boundaries."""
+    starts = [i + len(sep) for sep in _EVENT_ENDS if (i := chunk.rfind(sep, 0, position)) != -1]
+    start = max(starts, default=0)
+    ends = [(i, len(sep)) for sep in _EVENT_ENDS if (i := chunk.find(sep, position)) != -1]
+    if not ends:
+        return start, len(chunk)
+    end, length = min(ends)
+    return start, end + length
+
+
+def _usage_event(event: bytes) -> dict[str, Any] | None:
+    """The data of an event that reports usage, or None."""
+    body = event.strip()
+    if not body.startswith(b"data: {"):
+        return None
+    try:
+        data = json.loads(body[6:])
+    except ValueError:
+        return None
+    if isinstance(data, dict) and isinstance(data.get("usage"), dict):
+        return data
+    return None
+
+
 def _output_events(chunk: bytes) -> int:
-    """Events in a chunk that carry generated text or tool-call arguments."""
-    events = _EVENT_SPLIT.split(chunk) if chunk.count(b"data:") > 1 else (chunk,)
-    return sum(
-        1
-        for event in events
-        if (b'"content"' in event and not _EMPTY_CONTENT.search(event)) or b'"arguments"' in event
+    """Events in a chunk that carry generated text or tool-call arguments (counted by their keys:
+    inside JSON strings quotes are escaped, so these bytes only ever match keys)."""
+    return (
+        chunk.count(b'"content"') - len(_EMPTY_CONTENT.findall(chunk)) + chunk.count(b'"arguments"')
     )
 
 

@@ -84,7 +84,8 @@ class Accounting:
             if refresh:
                 self._last_refresh = time.monotonic()
                 records = await self.store.all()
-                await self.access.spend.refresh(self.engine, counted)
+                if self.access.budgets_in_use(records):  # else the totals would go unread
+                    await self.access.spend.refresh(self.engine, counted)
                 self.access.load(records)
             if time.monotonic() - self._last_housekeeping >= HOUSEKEEPING_INTERVAL:
                 self._last_housekeeping = time.monotonic()

@@ -18,7 +18,9 @@ from hearth.db.schema import usage
 
 log = logging.getLogger(__name__)
 
-BATCH = 1000
+# Rows per INSERT. SQLAlchemy prepares a batch's parameters on the event loop without yielding
+# (about 12 µs a row), so batches stay small: requests arriving during a flush wait ~1 ms, not ~12.
+BATCH = 100
 
 
 def hour_of(time: dt.datetime) -> dt.datetime:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from starlette.background import BackgroundTask
 
 from hearth.api.anthropic.protocol import CountTokensRequest, MessagesRequest
@@ -16,6 +16,7 @@ from hearth.api.anthropic.translate import chat_body, conversation, message_repl
 from hearth.api.openai.chat import ChatCompletionRequest
 from hearth.api.openai.forward import dispatch, gateway_headers
 from hearth.api.openai.protocol import parse_request
+from hearth.api.relay import RelayResponse
 from hearth.api.services import services_of
 from hearth.routing.outcome import Completion
 
@@ -34,7 +35,7 @@ async def create_message(request: Request) -> Response:
     if isinstance(outcome, Completion):
         reply = message_reply(outcome.body, anthropic.model, anthropic)
         return JSONResponse(reply, headers=headers)
-    return StreamingResponse(
+    return RelayResponse(
         message_events(outcome, anthropic.model, anthropic),
         media_type="text/event-stream",
         headers={**SSE_HEADERS, **headers},

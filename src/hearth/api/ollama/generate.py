@@ -8,7 +8,7 @@ import time
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from starlette.background import BackgroundTask
 
 from hearth.api.ollama import names
@@ -32,6 +32,7 @@ from hearth.api.openai.completions import CompletionRequest
 from hearth.api.openai.embeddings import EmbeddingRequest
 from hearth.api.openai.forward import dispatch, gateway_headers
 from hearth.api.openai.protocol import SamplingParams, parse_request
+from hearth.api.relay import RelayResponse
 from hearth.api.services import services_of
 from hearth.errors import InvalidRequest
 from hearth.routing.outcome import Completion
@@ -120,7 +121,7 @@ async def _answer(
     if isinstance(outcome, Completion):
         reply = chat_reply if chat else generate_reply
         return JSONResponse(reply(outcome.body, model, timer), headers=headers)
-    return StreamingResponse(
+    return RelayResponse(
         stream_lines(outcome, model, timer, chat=chat),
         media_type=NDJSON,
         headers=headers,

@@ -6,11 +6,12 @@ from __future__ import annotations
 import time
 
 from fastapi import Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from starlette.background import BackgroundTask
 
 from hearth.api.accounting import admit, record_usage
 from hearth.api.openai.protocol import ModelRequest
+from hearth.api.relay import RelayResponse
 from hearth.api.services import services_of
 from hearth.config import parse_duration
 from hearth.errors import APIError, InvalidRequest
@@ -35,7 +36,7 @@ def respond(outcome: Completion | CompletionStream, request: Request | None = No
     headers = gateway_headers(request, outcome) if request is not None else {}
     if isinstance(outcome, Completion):
         return JSONResponse(outcome.body, headers=headers)
-    return StreamingResponse(
+    return RelayResponse(
         outcome.events,
         media_type="text/event-stream",
         headers={**SSE_HEADERS, **headers},
