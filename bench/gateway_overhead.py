@@ -21,8 +21,10 @@ import re
 import resource
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -334,6 +336,7 @@ class Run:
     gateway_cpu_ms_per_request: float | None
     generator_cpu_ms_per_request: float | None
     error_messages: dict[str, int] = field(default_factory=dict)
+    rounds: list[dict[str, float] | None] | None = None  # per-round latency, when combined
 
 
 def measured(target: Target, spec: LoadSpec, warmup: int) -> Run:
@@ -365,39 +368,112 @@ def measured(target: Target, spec: LoadSpec, warmup: int) -> Run:
     )
 
 
-def measure_target(target: Target, options: Options, console: Console) -> dict[str, Any]:
-    runs: list[Run] = []
+def combined(rounds: list[Run]) -> Run:
+    """Rounds of one target and mode as one run: percentiles are the median of the rounds'
+    (one noisy moment on a shared machine moves one round, not the result), counts and CPU
+    time are totals over all of them."""
+
+    def median_of(values: list[dict[str, float] | None]) -> dict[str, float] | None:
+        given = [v for v in values if v is not None]
+        if not given:
+            return None
+        return {key: statistics.median(v[key] for v in given) for key in given[0]}
+
+    requests = sum(r.requests for r in rounds)
+    duration = sum(r.duration_s for r in rounds)
+    messages: Counter[str] = Counter()
+    for r in rounds:
+        messages.update(r.error_messages)
+
+    def per_request(attribute: str) -> float | None:
+        values: list[float | None] = [getattr(r, attribute) for r in rounds]
+        if not requests:
+            return None
+        total = 0.0
+        for value, run in zip(values, rounds, strict=True):
+            if value is None:
+                return None
+            total += value * run.requests
+        return total / requests
+
+    first = rounds[0]
+    return Run(
+        target=first.target,
+        stream=first.stream,
+        concurrency=first.concurrency,
+        requests=requests,
+        errors=sum(r.errors for r in rounds),
+        duration_s=duration,
+        requests_per_s=requests / duration if duration else 0.0,
+        latency_ms=median_of([r.latency_ms for r in rounds]),
+        ttft_ms=median_of([r.ttft_ms for r in rounds]),
+        gateway_cpu_ms_per_request=per_request("gateway_cpu_ms_per_request"),
+        generator_cpu_ms_per_request=per_request("generator_cpu_ms_per_request"),
+        error_messages=dict(messages),
+        rounds=[r.latency_ms for r in rounds],
+    )
+
+
+def measure_targets(
+    targets: list[Target], options: Options, console: Console
+) -> dict[str, dict[str, Any]]:
+    """Per mode: latency at concurrency 1 in rounds, the targets' order rotated every round so
+    none always runs at the same moment; then each target's throughput run."""
+    runs: dict[str, list[Run]] = {t.name: [] for t in targets}
     for stream in (False, True):
         mode = "streamed" if stream else "non-streamed"
-        with console.status(f"{target.name}: {mode}, concurrency 1"):
-            latency = measured(
-                target,
-                target.spec(stream, concurrency=1, requests=options.latency_requests),
-                options.latency_warmup,
-            )
-        with console.status(f"{target.name}: {mode}, concurrency {options.concurrency}"):
-            throughput = measured(
-                target,
-                target.spec(
-                    stream, concurrency=options.concurrency, duration_s=options.throughput_seconds
-                ),
-                options.throughput_warmup,
-            )
-        for run in (latency, throughput):
-            runs.append(run)
-            p = run.latency_ms or {}
-            line = (
-                f"{target.name:<15} {mode:<13} c={run.concurrency:<3} {run.requests:6d} requests "
-                f"{run.errors:4d} errors {run.requests_per_s:8.1f} req/s  "
-                f"p50 {_fmt(p.get('p50'), 2):>7} ms  p99 {_fmt(p.get('p99'), 2):>7} ms"
-            )
-            if run.gateway_cpu_ms_per_request is not None:
-                line += f"  gateway CPU {run.gateway_cpu_ms_per_request:.2f} ms/request"
-            console.print(line, highlight=False)
-            for message, count in list(run.error_messages.items())[:3]:
-                console.print(f"  [red]{count} x {message}[/]", highlight=False)
-    rss = None if target.pid is None else tree_rss_bytes(target.pid)
-    return {"runs": [asdict(r) for r in runs], "rss_bytes": rss}
+        rounds: dict[str, list[Run]] = {t.name: [] for t in targets}
+        one_at_a_time = {"concurrency": 1, "requests": options.latency_requests}
+        for target in targets:
+            with console.status(f"{target.name}: {mode}, warming up"):
+                run_load(target.spec(stream, concurrency=1, requests=options.latency_warmup))
+        for number in range(options.latency_rounds):
+            shift = number % len(targets)
+            for target in targets[shift:] + targets[:shift]:
+                what = f"{target.name}: {mode}, concurrency 1, round {number + 1}"
+                with console.status(f"{what} of {options.latency_rounds}"):
+                    rounds[target.name].append(
+                        measured(target, target.spec(stream, **one_at_a_time), warmup=0)
+                    )
+        for target in targets:
+            latency = combined(rounds[target.name])
+            with console.status(f"{target.name}: {mode}, concurrency {options.concurrency}"):
+                throughput = measured(
+                    target,
+                    target.spec(
+                        stream,
+                        concurrency=options.concurrency,
+                        duration_s=options.throughput_seconds,
+                    ),
+                    options.throughput_warmup,
+                )
+            for run in (latency, throughput):
+                runs[target.name].append(run)
+                show_run(console, run, mode)
+    return {
+        t.name: {
+            "runs": [asdict(r) for r in runs[t.name]],
+            "rss_bytes": None if t.pid is None else tree_rss_bytes(t.pid),
+        }
+        for t in targets
+    }
+
+
+def show_run(console: Console, run: Run, mode: str) -> None:
+    p = run.latency_ms or {}
+    line = (
+        f"{run.target:<15} {mode:<13} c={run.concurrency:<3} {run.requests:6d} requests "
+        f"{run.errors:4d} errors {run.requests_per_s:8.1f} req/s  "
+        f"p50 {_fmt(p.get('p50'), 2):>7} ms  p99 {_fmt(p.get('p99'), 2):>7} ms"
+    )
+    if run.gateway_cpu_ms_per_request is not None:
+        line += f"  gateway CPU {run.gateway_cpu_ms_per_request:.2f} ms/request"
+    console.print(line, highlight=False)
+    if run.rounds:
+        spread = ", ".join(_fmt(r["p99"], 2) for r in run.rounds if r is not None)
+        console.print(f"  p99 of each round: {spread} ms", highlight=False)
+    for message, count in list(run.error_messages.items())[:3]:
+        console.print(f"  [red]{count} x {message}[/]", highlight=False)
 
 
 # -- Results -------------------------------------------------------------------------------------
@@ -561,10 +637,12 @@ def markdown_section(report: dict[str, Any]) -> str:
         "remote deployments, one per location) and to LiteLLM's proxy (two `openai/` models, one "
         "worker, no database); neither gateway checks keys. All run at once on this machine, "
         "with the load generator (`hearth.bench.load`, aiohttp), and are measured one at a "
-        "time. Per target and mode: "
-        f"{options['latency_requests']} requests one at a time (after "
-        f"{options['latency_warmup']} not timed) give the latency percentiles, and their "
-        "difference from the direct figures is the *added* latency; "
+        "time. Per mode, latency comes from "
+        f"{options['latency_rounds']} rounds of {options['latency_requests']} requests one at a "
+        f"time per target (after {options['latency_warmup']} not timed), the targets' order "
+        "rotated every round; each percentile shown is the median of the rounds' (a noisy "
+        "moment on this shared machine moves one round, not the result), and its difference from "
+        "the direct figure is the *added* latency; "
         f"{options['throughput_seconds']:g} s at concurrency {c} (after "
         f"{options['throughput_warmup']} requests not timed) give requests/s. A gateway's CPU "
         "time is utime + stime of its process tree (`/proc/<pid>/stat`) over a run divided by "
@@ -636,6 +714,7 @@ def show(console: Console, report: dict[str, Any]) -> None:
 class Options:
     quick: bool
     latency_requests: int
+    latency_rounds: int
     latency_warmup: int
     concurrency: int
     throughput_seconds: float
@@ -656,8 +735,11 @@ def parse_args(argv: Sequence[str]) -> Options:
         "in front of a static nginx upstream.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--quick", action="store_true", help="200 requests and 3 s runs: a smoke test")
-    p.add_argument("--latency-requests", type=int, default=1000, help="requests at concurrency 1")
+    p.add_argument("--quick", action="store_true", help="2 x 100 requests, 3 s runs: a smoke test")
+    p.add_argument(
+        "--latency-requests", type=int, default=400, help="requests per round at concurrency 1"
+    )
+    p.add_argument("--latency-rounds", type=int, default=5, help="rounds of them per target")
     p.add_argument("--latency-warmup", type=int, default=50, help="untimed ones before them")
     p.add_argument("--concurrency", type=int, default=64, help="for the throughput runs")
     p.add_argument("--throughput-seconds", type=float, default=10.0, help="length of those runs")
@@ -671,9 +753,10 @@ def parse_args(argv: Sequence[str]) -> Options:
     p.add_argument("--json", type=Path, help="also write the raw results here")
     ns = p.parse_args(argv)
     if ns.quick:
-        ns.latency_requests, ns.latency_warmup = min(ns.latency_requests, 200), 20
+        ns.latency_requests, ns.latency_warmup = min(ns.latency_requests, 100), 20
+        ns.latency_rounds = min(ns.latency_rounds, 2)
         ns.throughput_seconds, ns.throughput_warmup = min(ns.throughput_seconds, 3.0), 64
-    for name in ("latency_requests", "concurrency", "throughput_seconds"):
+    for name in ("latency_requests", "latency_rounds", "concurrency", "throughput_seconds"):
         if getattr(ns, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
     return Options(**vars(ns))
@@ -783,12 +866,11 @@ def benchmark(
         )
 
     versions["aiohttp (load)"] = importlib.metadata.version("aiohttp")
-    results: dict[str, Any] = {}
-    for target in targets:
-        if target.unavailable:
-            results[target.name] = {"unavailable": target.unavailable}
-            continue
-        results[target.name] = measure_target(target, options, console)
+    results: dict[str, Any] = {
+        t.name: {"unavailable": t.unavailable} for t in targets if t.unavailable
+    }
+    results |= measure_targets([t for t in targets if not t.unavailable], options, console)
+    results = {t.name: results[t.name] for t in targets}  # in the table's order
     return {
         "meta": {
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),

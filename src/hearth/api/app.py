@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.routing import Route
 
 from hearth import __version__
 from hearth.api import anthropic, health, ollama, ui
@@ -22,6 +21,7 @@ from hearth.api.admin import settings as admin_settings
 from hearth.api.admin import stats as admin_stats
 from hearth.api.admin import usage as admin_usage
 from hearth.api.errors import install_error_handlers
+from hearth.api.hot_routes import hot_routes
 from hearth.api.limits import BodySizeLimit
 from hearth.api.observe import RequestObserver
 from hearth.api.openai import chat, completions, embeddings, models, rerank
@@ -80,6 +80,9 @@ def create_app(settings: Settings, reload_settings: SettingsLoader | None = None
         summary="A self-hosted LLM server and gateway with an OpenAI-compatible API.",
         lifespan=lifespan,
         redoc_url=None,
+        # Hearth makes its own spans and metrics (hearth.observability); FastAPI's native
+        # OpenTelemetry would otherwise look up the global providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     metrics = HearthMetrics()
@@ -104,11 +107,5 @@ def create_app(settings: Settings, reload_settings: SettingsLoader | None = None
     app.include_router(ui.router)
     ollama.install(app)
     anthropic.install(app)
-    # Every generated token goes through these two. As plain Starlette routes matched first they
-    # skip FastAPI's per-request work (nested router matching, dependency solving): about a sixth
-    # of the gateway's CPU per request. Their FastAPI routes stay behind them for the schema.
-    app.router.routes[:0] = [
-        Route("/v1/chat/completions", chat.create_chat_completion, methods=["POST"]),
-        Route("/v1/completions", completions.create_completion, methods=["POST"]),
-    ]
+    app.router.routes[:0] = hot_routes()  # matched first: see hearth.api.hot_routes
     return app
