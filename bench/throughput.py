@@ -1,14 +1,14 @@
 """Aggregate generation throughput (tokens/s) of Hearth, llama-server and llama-cpp-python's server.
 
 Starts the three servers on the bundled Gemma 3 270M model, sends batches of `/v1/completions`
-requests at fixed concurrency levels and writes the table into its own section of
-docs/benchmarks.md. Run it with `make bench` (see bench/README.md); it reports, it never asserts.
+requests at fixed concurrency levels with `hearth.bench.load` and writes the table into its own
+section of docs/benchmarks.md. Run it with `make bench` (see bench/README.md); it reports, it
+never asserts.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import datetime as dt
 import importlib.metadata
@@ -20,13 +20,11 @@ import re
 import shlex
 import statistics
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -48,6 +46,7 @@ from common import (
     run_and_report,
     shown,
 )
+from hearth.bench.load import LoadProgress, LoadSpec, ProgressCallback, run_load
 from hearth.config import EngineSettings, Settings
 from hearth.engines.llama_cpp.launcher import LlamaServerLauncher, bundled_template
 from hearth.engines.llama_cpp.locate import engine_version, locate_llama_server
@@ -74,9 +73,6 @@ PROMPT = (
 )
 
 
-# -- The model -----------------------------------------------------------------------------------
-
-
 # -- Load ----------------------------------------------------------------------------------------
 
 
@@ -89,7 +85,9 @@ class Batch:
     completion_tokens: int
     prompt_tokens: int  # of one request, as the server counted it
     wall_s: float
-    short_answers: int  # fewer tokens than max_tokens: generation ended early
+    # requests x max_tokens - completion_tokens: above 0 when some answers ended early (the load
+    # generator sums the tokens of a batch, so which answers and how many is not known).
+    missing_tokens: int
     latencies_s: list[float] = field(default_factory=list)
 
     @property
@@ -97,61 +95,63 @@ class Batch:
         return self.completion_tokens / self.wall_s
 
 
-async def run_batch(
-    client: httpx.AsyncClient,
+def batch_spec(
     server: Server,
-    payload: dict[str, Any],
+    request: Mapping[str, Any],
+    options: Options,
+    *,
     requests: int,
     concurrency: int,
-    round_: int = 0,
-) -> Batch:
-    """Send `requests` identical completions, `concurrency` at a time; time the whole batch."""
-    url = server.base_url + "/v1/completions"
-    pending = iter(range(requests))
-    usages: list[dict[str, int]] = []
-    latencies: list[float] = []
+    max_tokens: int,
+) -> LoadSpec:
+    """`requests` identical non-streamed completions for `server`, `concurrency` at a time.
 
-    async def worker() -> None:
-        for _ in pending:  # shared: each request is taken by exactly one worker
-            sent = time.perf_counter()
-            try:
-                response = await client.post(url, json=payload)
-            except httpx.HTTPError as exc:
-                raise BenchError(f"{server.name} did not answer: {exc!r}") from None
-            latencies.append(time.perf_counter() - sent)
-            if response.status_code != 200:
-                raise BenchError(
-                    f"{server.name} answered HTTP {response.status_code}: {response.text[:500]}"
-                )
-            try:
-                usage = response.json()["usage"]
-                usages.append({k: int(usage[k]) for k in ("completion_tokens", "prompt_tokens")})
-            except (ValueError, KeyError, TypeError):
-                raise BenchError(f"{server.name} gave no usage: {response.text[:500]}") from None
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, requests))))
-    wall = time.perf_counter() - start
-    return Batch(
-        server=server.name,
+    `request` holds the fields the load generator does not set itself; its `prompt` replaces the
+    generated one (see `LoadSpec.body`), so every server gets the same fixed text.
+    """
+    return LoadSpec(
+        url=server.base_url + "/v1",
+        model=BUNDLED_MODEL_NAME,
+        endpoint="completions",
+        stream=False,
         concurrency=concurrency,
-        round=round_,
         requests=requests,
-        completion_tokens=sum(u["completion_tokens"] for u in usages),
-        prompt_tokens=usages[0]["prompt_tokens"],
-        wall_s=wall,
-        short_answers=sum(u["completion_tokens"] < payload["max_tokens"] for u in usages),
-        latencies_s=sorted(latencies),
+        max_tokens=max_tokens,
+        timeout_s=options.request_timeout,
+        extra_body=request,
     )
 
 
-async def measure(
-    servers: Sequence[Server], payload: dict[str, Any], options: Options, console: Console
+def run_batch(
+    server: Server, spec: LoadSpec, round_: int = 0, progress: ProgressCallback | None = None
+) -> Batch:
+    """Send the batch with `hearth.bench.load` and time it; any failed request ends the run."""
+    result = run_load(spec, progress)
+    if result.errors:
+        kinds = "; ".join(f"{count}x {message}" for message, count in result.error_messages.items())
+        raise BenchError(
+            f"{server.name}: {result.errors} of {result.requests} requests failed: {kinds}"
+        )
+    if result.tokens_counted_from != "usage" or result.prompt_tokens is None:
+        raise BenchError(f"{server.name} gave no usage in its answers")
+    return Batch(
+        server=server.name,
+        concurrency=spec.concurrency,
+        round=round_,
+        requests=result.requests,
+        completion_tokens=result.output_tokens,
+        prompt_tokens=round(result.prompt_tokens),
+        wall_s=result.duration_s,
+        missing_tokens=result.requests * spec.max_tokens - result.output_tokens,
+        latencies_s=sorted(result.latencies_s),
+    )
+
+
+def measure(
+    servers: Sequence[Server], request: Mapping[str, Any], options: Options, console: Console
 ) -> list[Batch]:
     """Warm every server up, then run the rounds, rotating the servers' order each round."""
     top = max(options.concurrency)
-    limits = httpx.Limits(max_connections=2 * top + 8, max_keepalive_connections=2 * top + 8)
-    timeout = httpx.Timeout(options.request_timeout, connect=10.0)
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -159,35 +159,53 @@ async def measure(
         TimeElapsedColumn(),
         console=console,
     )
+
     batches: list[Batch] = []
-    async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as client:
-        with progress:
-            warm = progress.add_task("warm-up", total=len(servers))
-            warm_payload = payload | {"max_tokens": min(16, options.max_tokens)}
-            for server in servers:
-                progress.update(warm, description=f"warm-up: {server.name}")
-                await run_batch(client, server, warm_payload, top, top)
-                progress.advance(warm)
-            total = len(options.concurrency) * options.rounds * len(servers)
-            task = progress.add_task("measuring", total=total)
-            for concurrency in options.concurrency:
-                requests = max(options.min_requests, options.requests_factor * concurrency)
-                for round_ in range(1, options.rounds + 1):
-                    shift = (round_ - 1) % len(servers)
-                    for server in [*servers[shift:], *servers[:shift]]:
-                        where = f"c={concurrency} round {round_} {server.name}"
-                        progress.update(task, description=where)
-                        batch = await run_batch(
-                            client, server, payload, requests, concurrency, round_
-                        )
-                        batches.append(batch)
-                        short = batch.short_answers
-                        progress.console.print(
-                            f"{where:<32} {batch.tok_s:6.1f} tok/s  "
-                            f"{batch.completion_tokens} tokens in {batch.wall_s:.1f} s"
-                            + (f"  [yellow]{short} ended early[/]" if short else "")
-                        )
-                        progress.advance(task)
+    with progress:
+        sent = progress.add_task("requests in this batch", total=None)
+
+        def advance(state: LoadProgress) -> None:
+            progress.update(sent, completed=state.done, total=state.total)
+
+        warm = progress.add_task("warm-up", total=len(servers))
+        for server in servers:
+            progress.update(warm, description=f"warm-up: {server.name}")
+            warm_load = batch_spec(
+                server,
+                request,
+                options,
+                requests=top,
+                concurrency=top,
+                max_tokens=min(16, options.max_tokens),
+            )
+            run_batch(server, warm_load, 0, advance)
+            progress.advance(warm)
+        total = len(options.concurrency) * options.rounds * len(servers)
+        task = progress.add_task("measuring", total=total)
+        for concurrency in options.concurrency:
+            requests = max(options.min_requests, options.requests_factor * concurrency)
+            for round_ in range(1, options.rounds + 1):
+                shift = (round_ - 1) % len(servers)
+                for server in [*servers[shift:], *servers[:shift]]:
+                    where = f"c={concurrency} round {round_} {server.name}"
+                    progress.update(task, description=where)
+                    batch_load = batch_spec(
+                        server,
+                        request,
+                        options,
+                        requests=requests,
+                        concurrency=concurrency,
+                        max_tokens=options.max_tokens,
+                    )
+                    batch = run_batch(server, batch_load, round_, advance)
+                    batches.append(batch)
+                    missing = batch.missing_tokens
+                    progress.console.print(
+                        f"{where:<32} {batch.tok_s:6.1f} tok/s  "
+                        f"{batch.completion_tokens} tokens in {batch.wall_s:.1f} s"
+                        + (f"  [yellow]ended early: {missing} tokens short[/]" if missing else "")
+                    )
+                    progress.advance(task)
     return batches
 
 
@@ -285,9 +303,11 @@ def markdown_section(report: dict[str, Any]) -> str:
         "non-streamed `/v1/completions` requests (one fixed prompt of "
         + (f"{next(iter(prompt_tokens.values()))} tokens" if same_prompt else "the same text")
         + f", `max_tokens` {options['max_tokens']}, temperature {TEMPERATURE}), `concurrency` "
-        "of them in flight at a time; the end-of-sequence tokens are banned with `logit_bias` "
-        "(plus `ignore_eos` where understood) so every answer runs to `max_tokens`, and tokens "
-        "are counted from each answer's `usage.completion_tokens`. Throughput is a batch's "
+        "of them in flight at a time, sent by `hearth.bench.load` (`hearth bench`'s load "
+        "generator: aiohttp, one keep-alive session per batch); the end-of-sequence tokens are "
+        "banned with `logit_bias` (plus `ignore_eos` where understood) so every answer runs to "
+        "`max_tokens`, and tokens are counted from each answer's `usage.completion_tokens`. "
+        "Throughput is a batch's "
         f"completion tokens / its wall time: the median of {options['rounds']} round(s), "
         "min-max in brackets.",
         "",
@@ -310,8 +330,12 @@ def markdown_section(report: dict[str, Any]) -> str:
         "|" + "|".join("---:" if i <= len(names) else "---" for i in range(len(head))) + "|",
         *("| " + " | ".join(cells) + " |" for cells in table_rows(summary, names)),
     ]
-    if short := sum(b["short_answers"] for b in report["batches"]):
-        lines += ["", f"{short} answers ended before `max_tokens`; their real counts were used."]
+    if missing := sum(b["missing_tokens"] for b in report["batches"]):
+        lines += [
+            "",
+            f"Some answers ended before `max_tokens` ({missing} tokens short in all); the real "
+            "counts were used.",
+        ]
     lines.append(MARK_END)
     return "\n".join(lines) + "\n"
 
@@ -503,15 +527,16 @@ def benchmark(
         servers[LLAMA_CPP_PYTHON] = lcp
         processes.start(lcp, options.startup_timeout)
 
-    payload: dict[str, Any] = {
-        "model": BUNDLED_MODEL_NAME,
+    request: dict[str, Any] = {
         "prompt": PROMPT,
-        "max_tokens": options.max_tokens,
         "temperature": TEMPERATURE,
         "ignore_eos": True,  # llama-server's; llama-cpp-python ignores it, hence logit_bias too
         "logit_bias": {str(token): -100 for token in end_token_ids(model)},
     }
-    batches = asyncio.run(measure([servers[n] for n in names], payload, options, console))
+    payload = batch_spec(
+        direct, request, options, requests=1, concurrency=1, max_tokens=options.max_tokens
+    ).body()
+    batches = measure([servers[n] for n in names], request, options, console)
 
     replacements = {
         str(binary.path): "llama-server",

@@ -169,6 +169,16 @@ class EngineUnavailable(EngineError):
     code = "engine_unavailable"
 
 
+class EngineNotInstalled(APIError):
+    """A local model whose engine is missing from this machine. Not an EngineError: it says
+    nothing about the engine's health, so it never opens a circuit breaker (which would hide
+    this message behind "circuit open"), though a route still falls back past it."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "engine_not_installed"
+
+
 class EngineCrashed(EngineError):
     status_code = 502
     code = "engine_crashed"

@@ -114,6 +114,25 @@ def test_bad_specs_are_refused(overrides: dict[str, object], complaint: str) -> 
         LoadSpec(**(values | overrides))  # type: ignore[arg-type]
 
 
+def test_extra_body_replaces_the_generated_fields() -> None:
+    # bench/throughput.py sends one fixed prompt text this way.
+    spec = LoadSpec(
+        url="http://127.0.0.1:1/v1",
+        model="m",
+        endpoint="completions",
+        stream=False,
+        max_tokens=128,
+        extra_body={"prompt": "Once upon a time", "temperature": 0.8},
+    )
+    assert spec.body() == {
+        "model": "m",
+        "max_tokens": 128,
+        "prompt": "Once upon a time",
+        "temperature": 0.8,
+    }
+    assert spec.endpoint_url == "http://127.0.0.1:1/v1/completions"
+
+
 def test_percentiles_interpolate_like_numpy() -> None:
     values = [float(v) for v in range(1, 101)]
     assert percentile(values, 50) == pytest.approx(50.5)

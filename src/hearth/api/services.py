@@ -12,8 +12,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from starlette.requests import Request
 
 from hearth.config import Settings
-from hearth.engines.llama_cpp.locate import locate_llama_server
+from hearth.engines.llama_cpp.locate import optional_llama_server
 from hearth.engines.supervisor import SupervisorPolicy
+from hearth.errors import SetupError
 from hearth.models.bundled import ensure_bundled_model
 from hearth.observability.metrics import HearthMetrics
 from hearth.observability.tracing import Tracing
@@ -38,7 +39,7 @@ class Services:
     upstream: UpstreamClient
     router: Router
     health: HealthChecker
-    engine_binary: Path
+    engine_binary: Path | None  # None: llama-server is missing (a gateway needs none)
     bundled_model: Path
     accounting: Accounting | None = None  # keys, limits, usage (hearth.usage.accounting)
 
@@ -126,11 +127,16 @@ async def start_services(
     settings: Settings, metrics: HearthMetrics, tracing: Tracing | None = None
 ) -> Services:
     """Build the catalogue and start loading the preloaded models; returns before they are ready."""
-    binary = locate_llama_server(settings.llama_server, settings.tools_dir)
+    # None: a gateway without llama-server; its llama.cpp models answer 503 saying how to get it.
+    located = optional_llama_server(settings.llama_server, settings.tools_dir)
+    binary = None if located is None else located.path
     # First: refuses an exposed address without keys before any engine starts.
     accounting = await Accounting.start(settings)
     bundled_model = await asyncio.to_thread(ensure_bundled_model, settings.models_dir)
-    catalogue = await asyncio.to_thread(build_catalogue, settings, binary.path, bundled_model)
+    catalogue = await asyncio.to_thread(build_catalogue, settings, binary, bundled_model)
+    for name in settings.preload:  # `hearth serve` refuses these before it gets here
+        if (missing := catalogue.local(name).unavailable) is not None:
+            raise SetupError(missing)
     scheduler = Scheduler(
         supervisor_policy(settings),
         settings.logs_dir,
@@ -164,7 +170,7 @@ async def start_services(
         upstream, lambda: services.catalogue.remotes(), settings.routing.health_check_interval
     )
     services = Services(
-        settings, catalogue, scheduler, upstream, router, health, binary.path, bundled_model
+        settings, catalogue, scheduler, upstream, router, health, binary, bundled_model
     )
     services.accounting = accounting
     health.start()

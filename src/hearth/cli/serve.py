@@ -13,10 +13,16 @@ import uvicorn
 from hearth import __version__
 from hearth.api.app import create_app
 from hearth.cli.options import read_settings, settings_from, settings_options
-from hearth.engines.llama_cpp.locate import locate_llama_server
+from hearth.config import Settings
+from hearth.engines.llama_cpp.locate import (
+    LocatedBinary,
+    locate_llama_server,
+    optional_llama_server,
+)
 from hearth.errors import ConfigError, SetupError
 from hearth.models.bundled import ensure_bundled_model
 from hearth.observability.logs import configure_logging
+from hearth.routing.local import build_catalogue
 from hearth.usage.accounting import check_exposure
 
 
@@ -38,7 +44,8 @@ def serve(
     """Serve the OpenAI-compatible API on the bundled model.
 
     The engine (llama.cpp's llama-server) starts in the background; /ready answers 200 once the
-    model is loaded, and requests sent earlier wait for it.
+    model is loaded, and requests sent earlier wait for it. Without llama-server and with nothing
+    to preload (`preload: []`), Hearth runs as a gateway of remote deployments.
     """
     flags = {"host": host, "port": port, "data_dir": data_dir, "no_auth": no_auth or None}
     settings = settings_from(config_file, **flags)
@@ -48,16 +55,25 @@ def serve(
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        binary = locate_llama_server(settings.llama_server, settings.tools_dir)
         # First run only (~2 s): done here so a failure is a message, not a lifespan traceback.
-        ensure_bundled_model(settings.models_dir)
-    except SetupError as exc:
+        bundled_model = ensure_bundled_model(settings.models_dir)
+        binary = _llama_server(settings, bundled_model)
+    except (SetupError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
     base = f"http://{settings.host}:{settings.port}"
     click.echo(f"Hearth {__version__} — OpenAI-compatible API at {base}/v1")
-    click.echo(f"  engine: {binary.path} (from {binary.source})")
+    if binary is not None:
+        click.echo(f"  engine: {binary.path} (from {binary.source})")
+    else:
+        click.echo("  engine: missing (llama-server not found)")
     click.echo(f"  data:   {settings.data_dir}")
     click.echo("  press Ctrl-C to stop")
+    if binary is None:
+        click.echo(
+            "warning: local GGUF models cannot be served until `hearth setup` builds llama-server "
+            "(or HEARTH_LLAMA_SERVER points at one); remote deployments work.",
+            err=True,
+        )
     # SIGHUP (or POST /admin/reload) reads the same sources again.
     try:
         app = create_app(
@@ -79,3 +95,15 @@ def serve(
         access_log=False,  # Hearth logs each request itself, with model, tokens and request id
         log_config=None,  # keep the handlers configure_logging set up
     )
+
+
+def _llama_server(settings: Settings, bundled_model: Path) -> LocatedBinary | None:
+    """The engine binary, or None when it is missing and no preloaded model needs it: a gateway
+    of remote deployments runs without llama.cpp. Else the SetupError saying how to get it."""
+    located = optional_llama_server(settings.llama_server, settings.tools_dir)
+    if located is None and settings.preload:
+        # The catalogue knows which engine serves each preloaded name (or alias).
+        catalogue = build_catalogue(settings, None, bundled_model)
+        if any(catalogue.local(name).unavailable for name in settings.preload):
+            locate_llama_server(settings.llama_server, settings.tools_dir)  # raises, saying how
+    return located

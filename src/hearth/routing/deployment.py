@@ -50,6 +50,8 @@ class LocalDeployment:
     defaults: dict[str, Any] = field(default_factory=dict)  # request fields the client left out
     created: int = field(default_factory=lambda: int(time.time()))
     price: Price = field(default_factory=Price)
+    # Why it cannot be loaded (its engine is not installed); requests get a 503 saying so.
+    unavailable: str | None = None
     stats: DeploymentStats = field(init=False, repr=False)
 
     kind: Literal["local"] = "local"

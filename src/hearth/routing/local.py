@@ -13,6 +13,7 @@ from hearth.config import BUNDLED_MODEL_NAME, EngineSettings, ModelSettings, Set
 from hearth.engines.base import Capabilities, Launcher
 from hearth.engines.gpu import Accelerators, default_gpu_layers, detect_accelerators
 from hearth.engines.llama_cpp.launcher import LlamaServerLauncher, bundled_template
+from hearth.engines.llama_cpp.locate import not_installed
 from hearth.errors import ConfigError, ModelNotFound, ModelStoreError, SetupError
 from hearth.models.bundled import BUNDLED_TEMPLATE
 from hearth.models.gguf_info import GGUFInfo, estimate_memory, read_gguf_info, split_parts
@@ -25,10 +26,11 @@ from hearth.routing.remote import add_remote_deployments, add_routes
 log = logging.getLogger(__name__)
 
 
-def build_catalogue(settings: Settings, binary: Path, bundled_model: Path) -> Catalogue:
+def build_catalogue(settings: Settings, binary: Path | None, bundled_model: Path) -> Catalogue:
     """Every servable model: the bundled one, each text model in the store under its own name
     with the default settings, and the `models` section of the settings (which wins); then the
-    remote deployments and the routes."""
+    remote deployments and the routes. Without llama-server (`binary` None: a gateway) the
+    llama.cpp models are still listed, but marked unavailable."""
     store = ModelStore(settings.models_dir)
     models = {
         stored.name: ModelSettings(model=stored.name)
@@ -41,6 +43,7 @@ def build_catalogue(settings: Settings, binary: Path, bundled_model: Path) -> Ca
     accelerators = detect_accelerators()
     for name, model in models.items():
         launcher: Launcher
+        unavailable: str | None = None
         in_store = model.model == BUNDLED_MODEL_NAME or model.model in store
         engine = choose_engine(name, model, in_store, accelerators)
         if engine == "llama.cpp":
@@ -52,6 +55,8 @@ def build_catalogue(settings: Settings, binary: Path, bundled_model: Path) -> Ca
             launcher = _llama_launcher(binary, path, name, engine_settings, template, info, model)
             need = _memory_need(path, info, engine_settings)
             slots = engine_settings.parallel
+            if binary is None:
+                unavailable = not_installed(name)
         else:
             launcher, need, slots = build_launcher(name, model, engine, settings, accelerators)
         try:
@@ -72,6 +77,7 @@ def build_catalogue(settings: Settings, binary: Path, bundled_model: Path) -> Ca
                     slots=slots,
                     defaults=dict(model.defaults),
                     price=model.price,
+                    unavailable=unavailable,
                 )
             )
         except ValueError as exc:
@@ -88,7 +94,7 @@ def build_catalogue(settings: Settings, binary: Path, bundled_model: Path) -> Ca
 
 
 def _llama_launcher(
-    binary: Path,
+    binary: Path | None,
     path: Path,
     name: str,
     engine: EngineSettings,

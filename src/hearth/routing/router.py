@@ -28,6 +28,7 @@ from hearth.errors import (
     APIError,
     EngineCrashed,
     EngineError,
+    EngineNotInstalled,
     InvalidRequest,
     ModelTooLarge,
     NoDeploymentAvailable,
@@ -359,7 +360,7 @@ def _counts_against(exc: APIError) -> bool:
 
 def _falls_back(exc: APIError) -> bool:
     """Whether the next deployment may be tried: not for the client's own mistakes."""
-    return _counts_against(exc) or isinstance(exc, EngineCrashed)
+    return _counts_against(exc) or isinstance(exc, EngineCrashed | EngineNotInstalled)
 
 
 def _with_attempts(exc: APIError, attempts: int) -> APIError:

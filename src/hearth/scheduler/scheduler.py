@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hearth.engines.supervisor import EngineSupervisor, SupervisorPolicy
-from hearth.errors import ModelTooLarge, ServerBusy
+from hearth.errors import EngineNotInstalled, ModelTooLarge, ServerBusy
 from hearth.routing.catalogue import Catalogue
 from hearth.routing.deployment import LocalDeployment
 from hearth.scheduler.slots import RequestSlots
@@ -129,6 +129,8 @@ class Scheduler:
         loaded = self._loaded.get(deployment.name)
         if loaded is not None:
             return loaded
+        if deployment.unavailable is not None:
+            raise EngineNotInstalled(deployment.unavailable)  # starting it could only fail
         budget, need = self.memory_budget, deployment.memory_bytes
         if budget is not None and need > budget:
             raise ModelTooLarge(

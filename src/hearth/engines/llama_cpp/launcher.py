@@ -9,6 +9,7 @@ from typing import Any
 
 from hearth.config import EngineSettings
 from hearth.engines.base import Capabilities, EngineCommand
+from hearth.engines.llama_cpp.locate import not_installed
 from hearth.errors import InvalidRequest, SetupError
 
 POOLING_TYPES = ("none", "mean", "cls", "last", "rank")
@@ -25,7 +26,9 @@ def bundled_template(name: str) -> Path:
 
 @dataclass(frozen=True)
 class LlamaServerLauncher:
-    binary: Path
+    # None: llama-server is not installed. The catalogue marks such a model unavailable, so the
+    # scheduler refuses it before anything would run this launcher.
+    binary: Path | None
     model_path: Path
     alias: str
     settings: EngineSettings
@@ -36,6 +39,8 @@ class LlamaServerLauncher:
     pooling: str | None = None  # from the metadata; llama.cpp's own default when unset
 
     def command(self, host: str, port: int) -> EngineCommand:
+        if self.binary is None:
+            raise SetupError(not_installed(self.alias))
         s = self.settings
         argv = [
             str(self.binary),

@@ -63,6 +63,27 @@ def locate_llama_server(configured: Path | None, tools_dir: Path) -> LocatedBina
     )
 
 
+def optional_llama_server(configured: Path | None, tools_dir: Path) -> LocatedBinary | None:
+    """The engine binary, or None when none was set and none is found: a gateway of remote
+    deployments runs without it. A set path that is wrong is still an error to fix."""
+    try:
+        return locate_llama_server(configured, tools_dir)
+    except SetupError:
+        if configured is not None:
+            raise
+        return None
+
+
+def not_installed(model: str) -> str:
+    """What a client asking for a llama.cpp model hears from a Hearth started without
+    llama-server (a gateway of remote deployments needs none)."""
+    return (
+        f"The model '{model}' needs llama-server, which was not found: run `hearth setup` to "
+        "build it, or set HEARTH_LLAMA_SERVER to an existing llama-server binary, then restart "
+        "Hearth."
+    )
+
+
 _VERSION_LINE = re.compile(r"version:\s*(.+)")
 
 
