@@ -1,5 +1,6 @@
 """Fixtures shared by every test: an isolated environment, the real engine binary, the bundled
-model prepared once per session, and a factory that starts a real `hearth serve` process."""
+model prepared once per session, a factory that starts a real `hearth serve` process, and a
+scripted OpenAI upstream for gateway tests."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from hearth.engines.llama_cpp.locate import locate_llama_server
 from hearth.errors import SetupError
 from hearth.models.bundled import bundled_model_path, ensure_bundled_model
 from support.hearth_server import HearthServer, StartHearth
+from support.scripted_upstream import ScriptedUpstream
 
 
 @pytest.fixture(autouse=True)
@@ -24,6 +26,14 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.startswith("HEARTH_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[ScriptedUpstream]:
+    """A scripted OpenAI upstream of the tests' own (support.scripted_upstream), per module."""
+    server = ScriptedUpstream().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -42,13 +42,6 @@ def data_dir_with_bundled_model(root: Path, bundled_model_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[ScriptedUpstream]:
-    server = ScriptedUpstream().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(
     upstream: ScriptedUpstream,
     bundled_model_dir: Path,

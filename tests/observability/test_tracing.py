@@ -60,13 +60,6 @@ def collector() -> Iterator[Collector]:
     receiver.server.server_close()
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[ScriptedUpstream]:
-    server = ScriptedUpstream().start()
-    yield server
-    server.stop()
-
-
 def test_a_request_is_traced_from_the_caller_to_the_upstream(
     start_hearth: StartHearth, collector: Collector, upstream: ScriptedUpstream, tmp_path: Path
 ) -> None:

@@ -4,7 +4,6 @@ Each test uses deployments of its own, so scripts, breakers and counters never m
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,6 @@ from support.hearth_server import HearthServer, StartHearth
 from support.scripted_upstream import ScriptedUpstream
 
 UPSTREAM_KEY = "sk-upstream-secret-7f3a9c"
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[ScriptedUpstream]:
-    server = ScriptedUpstream().start()
-    yield server
-    server.stop()
 
 
 PLAIN_DEPLOYMENTS = (
