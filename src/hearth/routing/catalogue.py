@@ -86,3 +86,8 @@ class Catalogue:
             old = previous._deployments.get(name)
             if old is not None and old.kind == deployment.kind:
                 deployment.stats = old.stats
+                # Its state (open, failures so far) stays; the thresholds are the new settings'.
+                breaker = deployment.stats.breaker
+                breaker.threshold = self.breaker.failures
+                breaker.window = self.breaker.window
+                breaker.cooldown = self.breaker.cooldown
