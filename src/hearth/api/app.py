@@ -20,6 +20,7 @@ from hearth.api.admin import models as admin_models
 from hearth.api.admin import settings as admin_settings
 from hearth.api.admin import stats as admin_stats
 from hearth.api.admin import usage as admin_usage
+from hearth.api.admin.latency_window import LatencyWindow
 from hearth.api.errors import install_error_handlers
 from hearth.api.hot_routes import hot_routes
 from hearth.api.limits import BodySizeLimit
@@ -89,6 +90,7 @@ def create_app(settings: Settings, reload_settings: SettingsLoader | None = None
     tracing = start_tracing(settings.tracing)
     app.state.tracing = tracing
     app.state.metrics = metrics
+    app.state.latency_window = LatencyWindow()  # the dashboard's recent percentiles
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(AuthGuard)  # keys; inside the observer, so refusals are logged too
     # Outermost: sees every answer.

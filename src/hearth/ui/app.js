@@ -49,7 +49,12 @@ function showStats(stats) {
   document.getElementById("fig-errors").textContent = fmtNumber(stats.errors, 0);
   document.getElementById("fig-tokens").textContent =
     `${fmtNumber(stats.tokens_in, 0)} / ${fmtNumber(stats.tokens_out, 0)}`;
-  const rows = LATENCY_ROWS.map(([key, label]) => ({ label, ...stats.latency[key] }));
+  // The last few minutes once the server has been up longer than that; else since start.
+  const latency = stats.recent ? stats.recent.latency : stats.latency;
+  document.getElementById("latency-span").textContent = stats.recent
+    ? `percentiles over the last ${Math.round(stats.recent.seconds / 60)} min, from the histograms`
+    : "percentiles since start, from the histograms";
+  const rows = LATENCY_ROWS.map(([key, label]) => ({ label, ...latency[key] }));
   fillTable(document.getElementById("latency"), rows, (row) => [
     row.label,
     fmtNumber(row.count, 0),

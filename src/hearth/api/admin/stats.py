@@ -1,6 +1,7 @@
 """GET /admin/stats: a compact JSON reading of Hearth's own metrics for the dashboard — request
 and token counters (the page turns their deltas into rates), requests in flight, and latency
-percentiles estimated from the histograms since the server started."""
+percentiles estimated from the histograms: since the server started, and over the last few
+minutes when that says something else (see latency_window)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from prometheus_client import CollectorRegistry
+
+from hearth.api.admin.latency_window import LatencyWindow
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -27,10 +30,10 @@ LATENCY_HISTOGRAMS = {
 @router.get("/stats", summary="Counters, requests in flight and latency percentiles, as JSON")
 async def stats(request: Request) -> dict[str, Any]:
     registry: CollectorRegistry = request.app.state.metrics.registry
-    return read_stats(registry)
+    return read_stats(registry, request.app.state.latency_window)
 
 
-def read_stats(registry: CollectorRegistry) -> dict[str, Any]:
+def read_stats(registry: CollectorRegistry, window: LatencyWindow | None = None) -> dict[str, Any]:
     """Requests count only those that named a model, and the request duration only of the
     endpoints those came to, so the dashboard's own polling does not show; an error is an answer
     with a 4xx or 5xx status."""
@@ -82,6 +85,23 @@ def read_stats(registry: CollectorRegistry) -> dict[str, Any]:
         "in_flight": max(0.0, in_flight - 1),
         "models": {name: dict(figures) for name, figures in sorted(by_model.items())},
         "latency": {key: _summary(buckets[key], sums[key]) for key in LATENCY_HISTOGRAMS.values()},
+        "recent": None if window is None else _recent(window, buckets, sums),
+    }
+
+
+def _recent(
+    window: LatencyWindow, buckets: dict[str, dict[float, float]], sums: dict[str, float]
+) -> dict[str, Any] | None:
+    """The percentiles over the last few minutes, or None where "since start" says the same."""
+    difference = window.since(buckets, sums)
+    if difference is None:
+        return None
+    return {
+        "seconds": difference.seconds,
+        "latency": {
+            key: _summary(difference.buckets.get(key, {}), difference.sums.get(key, 0.0))
+            for key in LATENCY_HISTOGRAMS.values()
+        },
     }
 
 
