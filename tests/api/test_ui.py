@@ -221,17 +221,23 @@ def test_the_dashboard_shows_models_deployments_and_live_charts(
     assert int(page.locator("#chart-rps").get_attribute("data-points") or 0) >= 2
     assert figure(page, "requests") > 0
     assert figure(page, "tokens") > 0
-    # The line is really drawn: the chart's own colour appears on the canvas.
+    # The line is really drawn: the chart's own colour (#d9541e) appears on the canvas. Nothing
+    # else there is that colour; edge pixels are blended, hence the tolerance. With two or three
+    # points the line is a short stroke at the right edge: a few pixels, not many.
     drawn = page.evaluate(
         """() => {
           const c = document.getElementById('chart-rps');
           const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
           let n = 0;
-          for (let i = 0; i < d.length; i += 4) if (d[i] === 0xd9 && d[i+1] === 0x54) n++;
+          for (let i = 0; i < d.length; i += 4) {
+            const near = Math.abs(d[i] - 0xd9) < 24 && Math.abs(d[i + 1] - 0x54) < 24
+              && Math.abs(d[i + 2] - 0x1e) < 24;
+            if (near && d[i + 3] > 0) n++;
+          }
           return n;
         }"""
     )
-    assert drawn > 10
+    assert drawn >= 4
 
     latency = page.locator("#latency tbody tr", has_text="request (whole answer)")
     expect(latency.locator("td").nth(1)).not_to_have_text("0")
