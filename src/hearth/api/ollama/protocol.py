@@ -50,7 +50,18 @@ class Options(OllamaModel):
 KeepAlive = str | float | int
 
 
-class _Generation(OllamaModel):
+class _NamesAModel(OllamaModel):
+    """A request naming its model as `model`, or as `name` as older clients do."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_is_model(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "model" not in data and "name" in data:
+            return {**data, "model": data["name"]}
+        return data
+
+
+class _Generation(_NamesAModel):
     model: str = Field(min_length=1)
     stream: bool = True
     format: Literal["", "json"] | dict[str, Any] | None = None
@@ -65,14 +76,6 @@ class _Generation(OllamaModel):
         if value is not None:
             keep_alive_seconds(value)  # raises ValueError naming the forms
         return value
-
-    @model_validator(mode="before")
-    @classmethod
-    def _name_is_model(cls, data: Any) -> Any:
-        # Older clients send `name` where newer ones send `model`.
-        if isinstance(data, dict) and "model" not in data and "name" in data:
-            return {**data, "model": data["name"]}
-        return data
 
 
 class ToolCallFunction(OllamaModel):
@@ -110,18 +113,11 @@ class GenerateRequest(_Generation):
     think: bool | str | None = None
 
 
-class ModelRequest(OllamaModel):
+class ModelRequest(_NamesAModel):
     """`{"model": NAME}` (or the older `{"name": NAME}`): show, delete."""
 
     model: str = Field(min_length=1)
     verbose: bool | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _name_is_model(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "model" not in data and "name" in data:
-            return {**data, "model": data["name"]}
-        return data
 
 
 class PullRequest(ModelRequest):
