@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hearth.errors import APIError, EngineCrashed
-from hearth.upstream.client import EventStream
+from hearth.upstream.client import EVENT_ENDS, EventStream
 
 if TYPE_CHECKING:
     from hearth.routing.deployment import Deployment
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_EVENT_ENDS = (b"\n\n", b"\r\n\r\n")
 _EMPTY_CONTENT = re.compile(rb'"content"\s*:\s*(""|null)')
 
 
@@ -124,9 +123,9 @@ def _note_usage(chunk: bytes, request: RoutedRequest, hide_usage: bool) -> bytes
 def _event_around(chunk: bytes, position: int) -> tuple[int, int]:
     """The bounds of the event holding `position`, its blank line included. JSON text never
     holds a raw newline, so blank lines are always event boundaries."""
-    starts = [i + len(sep) for sep in _EVENT_ENDS if (i := chunk.rfind(sep, 0, position)) != -1]
+    starts = [i + len(sep) for sep in EVENT_ENDS if (i := chunk.rfind(sep, 0, position)) != -1]
     start = max(starts, default=0)
-    ends = [(i, len(sep)) for sep in _EVENT_ENDS if (i := chunk.find(sep, position)) != -1]
+    ends = [(i, len(sep)) for sep in EVENT_ENDS if (i := chunk.find(sep, position)) != -1]
     if not ends:
         return start, len(chunk)
     end, length = min(ends)

@@ -30,7 +30,7 @@ from hearth.errors import (
 KEEPALIVE_EXPIRY_S = 2.0
 
 # Separators of server-sent events; relaying whole events lets a failure append a clean error event.
-_EVENT_ENDS = (b"\n\n", b"\r\n\r\n")
+EVENT_ENDS = (b"\n\n", b"\r\n\r\n")
 _JSON = {"content-type": "application/json"}
 
 
@@ -257,7 +257,7 @@ class EventStream:
             async for chunk in self._response.content.iter_any():
                 pending += chunk
                 end = max(
-                    pending.rfind(sep) + len(sep) if sep in pending else 0 for sep in _EVENT_ENDS
+                    pending.rfind(sep) + len(sep) if sep in pending else 0 for sep in EVENT_ENDS
                 )
                 if end:
                     ready, pending = pending[:end], pending[end:]
