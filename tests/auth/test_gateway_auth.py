@@ -175,10 +175,12 @@ def test_tpm_is_enforced(gateway: HearthServer, db_url: str) -> None:
 def test_team_rpm_counts_every_key_of_the_team(gateway: HearthServer, db_url: str) -> None:
     _, one = create_key(db_url, "blue-1", team="blue")
     _, two = create_key(db_url, "blue-2", team="blue")
-    wait_for(lambda: chat(gateway, one).status_code == 200)  # team blue: 3 per minute
-    assert chat(gateway, two).status_code == 200
+    # Wait on the later key: a refresh that knows it knows the earlier one too (waiting on the
+    # earlier one could see a refresh that ran between the two creations).
+    wait_for(lambda: chat(gateway, two).status_code == 200)  # team blue: 3 per minute
     assert chat(gateway, one).status_code == 200
-    refused = chat(gateway, two)
+    assert chat(gateway, two).status_code == 200
+    refused = chat(gateway, one)
     assert refused.status_code == 429
     assert "team blue" in refused.json()["error"]["message"]
 
