@@ -4,9 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-# Built like Hearth's llama-server: without AMX kernels, which crash under virtualisation.
-NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
-LLAMA_CPP_PYTHON_CMAKE_ARGS := -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'
+# llama-cpp-python for `make bench` is built like Hearth's llama-server, from the same pin and
+# flags (hearth.engines.llama_cpp.flags).
+LLAMA_FLAGS := $(BIN)/python -m hearth.engines.llama_cpp.flags
 
 .PHONY: serve test setup lint pytest bench clean
 
@@ -36,11 +36,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## bench: Hearth vs llama-server vs llama-cpp-python's server; writes docs/benchmarks.md
 bench: setup
-	CMAKE_ARGS="$(LLAMA_CPP_PYTHON_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet \
-		--disable-pip-version-check 'llama-cpp-python[server]==0.3.36'
+	CMAKE_ARGS="$$($(LLAMA_FLAGS))" $(BIN)/python -m pip install --quiet \
+		--disable-pip-version-check "$$($(LLAMA_FLAGS) --pin)"
 	$(BIN)/python bench/throughput.py $(ARGS)
 
 ## bench-gateway: what Hearth and LiteLLM's proxy add in front of a static nginx; writes docs/benchmarks.md

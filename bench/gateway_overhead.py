@@ -2,7 +2,7 @@
 
 nginx answers `POST .../chat/completions` with a static chat completion (under `/json/v1`) or a
 static SSE stream (under `/sse/v1`), so the upstream costs next to nothing. The same load, sent
-with `hearth.bench.load`, goes to nginx directly, through Hearth (a remote deployment) and through
+with `hearth.loadgen.load`, goes to nginx directly, through Hearth (a remote deployment) and through
 LiteLLM's proxy (its own virtual environment, one worker, no database). Writes the table into its
 own section of docs/benchmarks.md (see bench/README.md); it reports, it never asserts.
 """
@@ -48,9 +48,9 @@ from common import (
     run_and_report,
     shown,
 )
-from hearth.bench.load import LoadResult, LoadSpec, run_load
 from hearth.config import default_cache_dir
 from hearth.engines.ports import free_port
+from hearth.loadgen.load import LoadResult, LoadSpec, run_load
 
 SECTION = "gateway"
 MARK_START, MARK_END = markers(SECTION)
@@ -636,7 +636,7 @@ def markdown_section(report: dict[str, Any]) -> str:
         "upstream costs next to nothing. The same load goes to nginx directly, to Hearth (two "
         "remote deployments, one per location) and to LiteLLM's proxy (two `openai/` models, one "
         "worker, no database); neither gateway checks keys. All run at once on this machine, "
-        "with the load generator (`hearth.bench.load`, aiohttp), and are measured one at a "
+        "with the load generator (`hearth.loadgen.load`, aiohttp), and are measured one at a "
         "time. Per mode, latency comes from "
         f"{options['latency_rounds']} rounds of {options['latency_requests']} requests one at a "
         f"time per target (after {options['latency_warmup']} not timed), the targets' order "

@@ -48,6 +48,8 @@ from common import (
     wait_ready,
 )
 from hearth.config import EngineSettings, Settings
+from hearth.deployments.build import build_catalogue
+from hearth.deployments.deployment import LocalDeployment
 from hearth.engines.llama_cpp.launcher import LlamaServerLauncher
 from hearth.engines.llama_cpp.locate import engine_version, locate_llama_server
 from hearth.engines.ports import free_port
@@ -58,8 +60,6 @@ from hearth.models.bundled import (
     bundled_model_path,
     ensure_bundled_model,
 )
-from hearth.routing.deployment import LocalDeployment
-from hearth.routing.local import build_catalogue
 from hearth.settings_layers import load_settings
 
 SECTION = "model-load"

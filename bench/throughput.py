@@ -1,7 +1,7 @@
 """Aggregate generation throughput (tokens/s) of Hearth, llama-server and llama-cpp-python's server.
 
 Starts the three servers on the bundled Gemma 3 270M model, sends batches of `/v1/completions`
-requests at fixed concurrency levels with `hearth.bench.load` and writes the table into its own
+requests at fixed concurrency levels with `hearth.loadgen.load` and writes the table into its own
 section of docs/benchmarks.md. Run it with `make bench` (see bench/README.md); it reports, it
 never asserts.
 """
@@ -46,12 +46,12 @@ from common import (
     run_and_report,
     shown,
 )
-from hearth.bench.load import LoadProgress, LoadSpec, ProgressCallback, run_load
 from hearth.config import EngineSettings, Settings
 from hearth.engines.llama_cpp.launcher import LlamaServerLauncher, bundled_template
 from hearth.engines.llama_cpp.locate import engine_version, locate_llama_server
 from hearth.engines.ports import free_port
 from hearth.errors import HearthError
+from hearth.loadgen.load import LoadProgress, LoadSpec, ProgressCallback, run_load
 from hearth.models.bundled import BUNDLED_MODEL_NAME, BUNDLED_TEMPLATE, ensure_bundled_model
 from hearth.settings_layers import load_settings
 
@@ -125,7 +125,7 @@ def batch_spec(
 def run_batch(
     server: Server, spec: LoadSpec, round_: int = 0, progress: ProgressCallback | None = None
 ) -> Batch:
-    """Send the batch with `hearth.bench.load` and time it; any failed request ends the run."""
+    """Send the batch with `hearth.loadgen.load` and time it; any failed request ends the run."""
     result = run_load(spec, progress)
     if result.errors:
         kinds = "; ".join(f"{count}x {message}" for message, count in result.error_messages.items())
@@ -303,7 +303,7 @@ def markdown_section(report: dict[str, Any]) -> str:
         "non-streamed `/v1/completions` requests (one fixed prompt of "
         + (f"{next(iter(prompt_tokens.values()))} tokens" if same_prompt else "the same text")
         + f", `max_tokens` {options['max_tokens']}, temperature {TEMPERATURE}), `concurrency` "
-        "of them in flight at a time, sent by `hearth.bench.load` (`hearth bench`'s load "
+        "of them in flight at a time, sent by `hearth.loadgen.load` (`hearth bench`'s load "
         "generator: aiohttp, one keep-alive session per batch); the end-of-sequence tokens are "
         "banned with `logit_bias` (plus `ignore_eos` where understood) so every answer runs to "
         "`max_tokens`, and tokens are counted from each answer's `usage.completion_tokens`. "

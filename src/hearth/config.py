@@ -18,6 +18,8 @@ from pydantic import (
     field_validator,
 )
 
+from hearth.budget import Budget
+
 BUNDLED_MODEL_NAME = "gemma-3-270m"
 
 
@@ -266,8 +268,6 @@ class TeamSettings(_Strict):
     @field_validator("budget")
     @classmethod
     def _budget(cls, value: str | None) -> str | None:
-        from hearth.auth.keys import Budget
-
         return None if value is None else str(Budget.parse(value))
 
 

@@ -7,8 +7,9 @@ import datetime as dt
 import pytest
 
 from hearth.auth.access import Access, is_loopback
-from hearth.auth.keys import Budget, KeyRecord, hash_key
+from hearth.auth.keys import KeyRecord, hash_key
 from hearth.auth.limits import MemoryCounter
+from hearth.budget import Budget
 from hearth.config import Settings
 from hearth.errors import (
     ConfigError,

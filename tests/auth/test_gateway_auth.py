@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from hearth.auth.keys import Budget
+from hearth.budget import Budget
 from support.access import CHAT, admin, chat, create_key, hearth_cli, query
 from support.hearth_server import HearthServer
 from support.waiting import wait_for

@@ -6,7 +6,8 @@ import datetime as dt
 
 import pytest
 
-from hearth.auth.keys import Budget, KeyRecord, hash_key, new_key, parse_expiry
+from hearth.auth.keys import KeyRecord, hash_key, new_key, parse_expiry
+from hearth.budget import Budget
 
 NOW = dt.datetime(2026, 11, 22, 15, 30)
 

@@ -6,8 +6,8 @@ import random
 from collections import Counter
 
 from hearth.config import Price
+from hearth.deployments.deployment import RemoteDeployment, Target
 from hearth.engines.base import Capabilities
-from hearth.routing.deployment import RemoteDeployment, Target
 from hearth.routing.strategies import order
 
 

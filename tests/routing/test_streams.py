@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from hearth.routing.deployment import Route
+from hearth.deployments.deployment import Route
 from hearth.routing.router import RoutedRequest, Trace
 from hearth.routing.streams import _note_usage, _output_events
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from hearth.deployments.deployment import LocalDeployment
 from hearth.engines.supervisor import SupervisorPolicy
 from hearth.errors import ServerBusy
-from hearth.routing.deployment import LocalDeployment
 from hearth.scheduler.scheduler import Scheduler
 from support.fake_launcher import FakeLauncher
 

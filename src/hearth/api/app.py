@@ -12,8 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from hearth import __version__
-from hearth.api import anthropic, health, ollama, ui
-from hearth.api import metrics as metrics_endpoint
+from hearth.api import anthropic, ollama, probes, prometheus, ui
 from hearth.api.admin import deployments as admin_deployments
 from hearth.api.admin import keys as admin_keys
 from hearth.api.admin import models as admin_models
@@ -21,13 +20,13 @@ from hearth.api.admin import settings as admin_settings
 from hearth.api.admin import stats as admin_stats
 from hearth.api.admin import usage as admin_usage
 from hearth.api.admin.latency_window import LatencyWindow
+from hearth.api.auth_guard import AuthGuard
+from hearth.api.body_limit import BodySizeLimit
 from hearth.api.errors import install_error_handlers
 from hearth.api.hot_routes import hot_routes
-from hearth.api.limits import BodySizeLimit
 from hearth.api.observe import RequestObserver
 from hearth.api.openai import chat, completions, embeddings, models, rerank
 from hearth.api.services import Services, start_services
-from hearth.auth.middleware import AuthGuard
 from hearth.config import Settings
 from hearth.errors import ConfigError
 from hearth.observability.metrics import HearthMetrics
@@ -96,8 +95,8 @@ def create_app(settings: Settings, reload_settings: SettingsLoader | None = None
     # Outermost: sees every answer.
     app.add_middleware(RequestObserver, metrics=metrics, tracing=tracing)
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(metrics_endpoint.router)
+    app.include_router(probes.router)
+    app.include_router(prometheus.router)
     for module in (chat, completions, embeddings, rerank, models):
         app.include_router(module.router, tags=["openai"])
     app.include_router(admin_models.router)

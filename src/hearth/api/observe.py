@@ -1,37 +1,26 @@
 """Per-request bookkeeping as plain ASGI: the request id (`x-request-id` honoured or generated,
 returned, and left in `request.state` for upstream calls), request counts, durations and
-requests in flight. The model label comes from `request.state.model`, set by the endpoints."""
+requests in flight, and one access-log line per request. What the request went through (model,
+deployment, attempts, cache, usage) comes from the pipeline's `Trace` in `request.state.trace`, or
+`request.state.model` for endpoints outside the pipeline."""
 
 from __future__ import annotations
 
 import logging
-import re
 import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hearth.observability.logs import ACCESS_LOGGER
 from hearth.observability.metrics import HearthMetrics
+from hearth.observability.request_id import REQUEST_ID_HEADER, request_id_of
 from hearth.observability.tracing import Tracing
+from hearth.routing.request import Trace
 
 access_log = logging.getLogger(ACCESS_LOGGER)
 
-REQUEST_ID_HEADER = "x-request-id"
-# A client's id is kept only if it is short and plain: it ends up in logs and upstream headers.
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 UNTRACKED = ("/metrics", "/health")
-
-
-def request_id_of(scope: Scope) -> str:
-    for name, value in scope.get("headers", ()):
-        if name == b"x-request-id":
-            candidate: str = value.decode("latin-1")
-            if _SAFE_ID.match(candidate):
-                return candidate
-            break
-    return uuid.uuid4().hex
 
 
 class RequestObserver:
@@ -72,8 +61,9 @@ class RequestObserver:
             self.metrics.in_flight.dec()
             endpoint = _endpoint(scope)
             if endpoint not in UNTRACKED:
-                model = state.get("model", "")
-                deployment = state.get("deployment", "")
+                trace = state.get("trace")
+                model = (trace.model if trace is not None else state.get("model")) or ""
+                deployment = (trace.deployment if trace is not None else None) or ""
                 elapsed = time.perf_counter() - state["started"]
                 self.metrics.requests.labels(endpoint, model, deployment, str(status)).inc()
                 self.metrics.request_duration.labels(endpoint).observe(elapsed)
@@ -95,7 +85,9 @@ class RequestObserver:
             span.update_name(f"{scope['method']} {_endpoint(scope)}")
             span.set_attribute("http.route", _endpoint(scope))
             span.set_attribute("http.response.status_code", status)
-            model = scope.get("state", {}).get("model")
+            state = scope.get("state", {})
+            trace = state.get("trace")
+            model = trace.model if trace is not None else state.get("model")
             if model:
                 span.set_attribute("hearth.model", model)
 
@@ -107,8 +99,9 @@ def _endpoint(scope: Scope) -> str:
 
 
 def _log_request(scope: Scope, state: dict[str, Any], status: int, elapsed: float) -> None:
-    usage = state.get("usage") or {}
-    ttft = state.get("ttft")
+    trace: Trace | None = state.get("trace")
+    usage = (trace.usage if trace is not None else None) or {}
+    ttft = None if trace is None else trace.ttft
     access_log.info(
         "%s %s %s",
         scope["method"],
@@ -118,10 +111,10 @@ def _log_request(scope: Scope, state: dict[str, Any], status: int, elapsed: floa
             "fields": {
                 "request_id": state["request_id"],
                 "status": status,
-                "model": state.get("model"),
-                "deployment": state.get("deployment"),
-                "attempts": state.get("attempts"),
-                "cache": state.get("cache"),
+                "model": state.get("model") if trace is None else trace.model,
+                "deployment": None if trace is None else trace.deployment,
+                "attempts": None if trace is None else trace.attempts,
+                "cache": None if trace is None else trace.cache,
                 "prompt_tokens": usage.get("prompt_tokens"),
                 "completion_tokens": usage.get("completion_tokens"),
                 "latency_ms": round(elapsed * 1000, 1),

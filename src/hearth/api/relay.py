@@ -14,6 +14,8 @@ import asyncio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+# Every server-sent event stream: no caching, and no buffering by a proxy in front (nginx).
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 ASGI_SPEC_RAISING_ON_DISCONNECT = (2, 4)  # servers from this spec on raise OSError instead
 
 

@@ -1,4 +1,6 @@
-"""The objects that live as long as the server: settings, catalogue, scheduler, upstream client."""
+"""The objects that live as long as the server, built and wired together here (the composition
+root): settings, catalogue, scheduler, upstream client, router, key service, usage recorder and
+the pipeline over them."""
 
 from __future__ import annotations
 
@@ -9,24 +11,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client.core import GaugeMetricFamily, Metric
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 
+from hearth.auth.service import KeyService
 from hearth.config import Settings
+from hearth.db.engine import create_engine, migrate
+from hearth.deployments.breaker import BREAKER_GAUGE
+from hearth.deployments.build import build_catalogue
+from hearth.deployments.catalogue import Catalogue
 from hearth.engines.llama_cpp.locate import optional_llama_server
 from hearth.engines.supervisor import SupervisorPolicy
 from hearth.errors import SetupError
 from hearth.models.bundled import ensure_bundled_model
 from hearth.observability.metrics import HearthMetrics
 from hearth.observability.tracing import Tracing
-from hearth.routing.breaker import BREAKER_GAUGE
+from hearth.pipeline.account import Accountant
+from hearth.pipeline.admit import Admission
+from hearth.pipeline.pipeline import Pipeline
 from hearth.routing.cache import MemoryCache, RedisCache, ResponseCache
-from hearth.routing.catalogue import Catalogue
-from hearth.routing.health import HealthChecker
-from hearth.routing.local import build_catalogue
+from hearth.routing.health_checks import HealthChecker
 from hearth.routing.router import Router
 from hearth.scheduler.scheduler import Scheduler
 from hearth.upstream.client import UpstreamClient
-from hearth.usage.accounting import Accounting
+from hearth.usage.recorder import UsageRecorder
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +49,10 @@ class Services:
     health: HealthChecker
     engine_binary: Path | None  # None: llama-server is missing (a gateway needs none)
     bundled_model: Path
-    accounting: Accounting | None = None  # keys, limits, usage (hearth.usage.accounting)
+    pipeline: Pipeline
+    keys: KeyService
+    usage: UsageRecorder
+    database: AsyncEngine
 
     async def reload(self, settings: Settings) -> dict[str, str]:
         """Apply new model settings while serving (SIGHUP or POST /admin/reload). Only the
@@ -52,8 +63,7 @@ class Services:
         catalogue.carry_over(self.catalogue)
         changes = await self.scheduler.adopt(catalogue)
         self.catalogue, self.settings = catalogue, settings
-        if self.accounting is not None:
-            self.accounting.reload(settings)  # team limits
+        self.keys.reload(settings)  # team limits
         self.router.settings = settings.routing
         log.info("settings reloaded: %s", changes or "no model loaded")
         return changes
@@ -105,8 +115,9 @@ class Services:
         await self.upstream.aclose()
         if self.router.cache is not None:
             await self.router.cache.aclose()
-        if self.accounting is not None:
-            await self.accounting.aclose()  # last: writes the usage of the requests just ended
+        await self.keys.aclose()
+        await self.usage.aclose()  # last: writes the usage of the requests just ended
+        await self.database.dispose()
 
 
 def services_of(request: Request) -> Services:
@@ -130,8 +141,12 @@ async def start_services(
     # None: a gateway without llama-server; its llama.cpp models answer 503 saying how to get it.
     located = optional_llama_server(settings.llama_server, settings.tools_dir)
     binary = None if located is None else located.path
+    database = create_engine(settings)
+    await migrate(database)
+    usage = UsageRecorder(database, settings.usage)
     # First: refuses an exposed address without keys before any engine starts.
-    accounting = await Accounting.start(settings)
+    keys = await KeyService.start(settings, database, usage)
+    usage.start()
     bundled_model = await asyncio.to_thread(ensure_bundled_model, settings.models_dir)
     catalogue = await asyncio.to_thread(build_catalogue, settings, binary, bundled_model)
     for name in settings.preload:  # `hearth serve` refuses these before it gets here
@@ -169,10 +184,26 @@ async def start_services(
     health = HealthChecker(
         upstream, lambda: services.catalogue.remotes(), settings.routing.health_check_interval
     )
-    services = Services(
-        settings, catalogue, scheduler, upstream, router, health, binary, bundled_model
+    pipeline = Pipeline(
+        catalogue=lambda: services.catalogue,
+        admission=Admission(keys, metrics),
+        router=router,
+        accountant=Accountant(lambda: services.catalogue, metrics, usage, keys),
     )
-    services.accounting = accounting
+    services = Services(
+        settings,
+        catalogue,
+        scheduler,
+        upstream,
+        router,
+        health,
+        binary,
+        bundled_model,
+        pipeline,
+        keys,
+        usage,
+        database,
+    )
     health.start()
     return services
 

@@ -11,9 +11,10 @@ import logging
 import secrets
 from dataclasses import dataclass
 
-from hearth.auth.keys import Budget, KeyRecord, hash_key
+from hearth.auth.keys import KeyRecord, hash_key
 from hearth.auth.limits import Counter, Decision, Kind
 from hearth.auth.spend import SpendTracker
+from hearth.budget import Budget
 from hearth.config import Settings, TeamSettings
 from hearth.db.engine import utcnow
 from hearth.errors import (

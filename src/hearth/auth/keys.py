@@ -12,15 +12,10 @@ import re
 import secrets
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal
+
+from hearth.budget import Budget
 
 KEY_PREFIX = "hk_"
-
-_BUDGET = re.compile(
-    r"^\s*(?P<dollar>\$)?(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>tokens|usd)?\s*/\s*"
-    r"(?P<period>day|month)\s*$",
-    re.IGNORECASE,
-)
 
 
 def hash_key(key: str) -> str:
@@ -32,40 +27,6 @@ def new_key() -> tuple[str, str, str]:
     key_id = secrets.token_hex(4)
     prefix = f"{KEY_PREFIX}{key_id}"
     return key_id, f"{prefix}_{secrets.token_hex(20)}", prefix
-
-
-@dataclass(frozen=True)
-class Budget:
-    """A spending cap per calendar period (UTC): tokens, or cost in the price's currency."""
-
-    amount: float
-    unit: Literal["tokens", "usd"]
-    period: Literal["day", "month"]
-
-    @classmethod
-    def parse(cls, text: str) -> Budget:
-        """'100000tokens/day', '100000/day' (tokens), '25usd/month', '$25/month'."""
-        match = _BUDGET.match(text)
-        if not match:
-            raise ValueError(
-                f"{text!r} is not a budget; write AMOUNT/PERIOD such as '100000tokens/day', "
-                "'25usd/month' or '$25/month'"
-            )
-        usd = bool(match["dollar"]) or (match["unit"] or "").lower() == "usd"
-        day = match["period"].lower() == "day"
-        return cls(float(match["amount"]), "usd" if usd else "tokens", "day" if day else "month")
-
-    def __str__(self) -> str:
-        amount = f"{self.amount:g}"
-        return f"${amount}/{self.period}" if self.unit == "usd" else f"{amount}tokens/{self.period}"
-
-    def window(self, now: dt.datetime) -> dt.datetime:
-        """Start of the period `now` falls in."""
-        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        return start.replace(day=1) if self.period == "month" else start
-
-    def charge(self, tokens: int, cost: float) -> float:
-        return float(tokens) if self.unit == "tokens" else cost
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from collections import defaultdict
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hearth.auth.keys import Budget
+from hearth.budget import Budget
 from hearth.db.engine import utcnow
 from hearth.usage.report import totals
 

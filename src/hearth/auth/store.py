@@ -12,7 +12,8 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hearth.auth.keys import Budget, KeyRecord, hash_key, new_key
+from hearth.auth.keys import KeyRecord, hash_key, new_key
+from hearth.budget import Budget
 from hearth.db.engine import utcnow
 from hearth.db.schema import api_keys, audit_log
 

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from hearth.bench import DEFAULT_REQUESTS
 from hearth.config import parse_duration
+from hearth.loadgen import DEFAULT_REQUESTS
 
 if TYPE_CHECKING:  # the load generator (aiohttp, rich) is imported when the command runs
     from rich.console import Console
 
-    from hearth.bench.load import LoadResult, LoadSpec
+    from hearth.loadgen.load import LoadResult, LoadSpec
 
 _URL = re.compile(r"^https?://[^\s/]+")
 
@@ -159,8 +159,8 @@ def bench(
         raise click.UsageError("--requests and --duration exclude each other; give one.")
     from rich.console import Console
 
-    from hearth.bench.load import LoadSpec
-    from hearth.bench.report import document, show
+    from hearth.loadgen.load import LoadSpec
+    from hearth.loadgen.report import document, show
 
     spec = LoadSpec(
         url=url,
@@ -195,7 +195,7 @@ def _run(console: Console, spec: LoadSpec, levels: list[int]) -> list[LoadResult
     """Run the sweep, with a progress bar when someone is watching."""
     from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-    from hearth.bench.load import LoadProgress, run_sweep
+    from hearth.loadgen.load import LoadProgress, run_sweep
 
     if not console.is_terminal:
         return run_sweep(spec, levels)

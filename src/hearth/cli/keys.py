@@ -11,8 +11,9 @@ from typing import Any, TypeVar
 
 import click
 
-from hearth.auth.keys import Budget, parse_expiry
+from hearth.auth.keys import parse_expiry
 from hearth.auth.store import KeyNotFound, KeyStore
+from hearth.budget import Budget
 from hearth.cli.options import settings_from, settings_options
 from hearth.db.engine import create_engine, migrate, utcnow
 

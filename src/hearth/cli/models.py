@@ -24,7 +24,7 @@ from hearth.cli.running import server_url
 from hearth.config import Settings
 from hearth.errors import HearthError
 from hearth.models.bundled import BUNDLED_MODEL_NAME, BUNDLED_TEMPLATE
-from hearth.models.gguf_info import GGUFInfo, memory_breakdown, read_gguf_info
+from hearth.models.gguf_info import GGUFInfo, memory_breakdown, parameter_size, read_gguf_info
 from hearth.models.pull import pull as pull_model
 from hearth.models.store import ModelStore, StoredModel
 
@@ -95,7 +95,7 @@ def ls(config_file: Path | None, data_dir: Path | None) -> None:
             model.name,
             _size(model.size) if model.available else "missing",
             _or_dash(info.quantization if info else None),
-            _params(info.parameter_count if info else None),
+            parameter_size(info.parameter_count if info else None) or "-",
             _or_dash(info.context_length if info else None),
             ", ".join(info.capabilities) if info else "-",
             "yes" if model.name in loaded else "no",
@@ -180,7 +180,7 @@ def _info_rows(model: StoredModel, info: GGUFInfo, settings: Settings) -> list[t
     return [
         ("architecture", info.architecture),
         ("model name", info.name),
-        ("parameters", _params(info.parameter_count)),
+        ("parameters", parameter_size(info.parameter_count) or "-"),
         ("quantization", info.quantization),
         ("context length", info.context_length and f"{info.context_length} tokens (trained)"),
         ("layers", info.block_count),
@@ -238,15 +238,6 @@ def _size(size: int | None) -> str:
         if size >= scale:
             return f"{size / scale:.1f} {unit}"
     return f"{size} B"
-
-
-def _params(count: int | None) -> str:
-    if not count:
-        return "-"
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if count >= scale:
-            return f"{count / scale:.1f}{unit}"
-    return str(count)
 
 
 def _or_dash(value: Any) -> str:

@@ -20,7 +20,7 @@ def server_url(settings: Settings) -> str:
 def admin_headers(settings: Settings) -> dict[str, str]:
     """The admin key (auth.admin_key) as a header, for commands that call /admin/*."""
     from hearth.errors import ConfigError
-    from hearth.routing.remote import resolve_secret
+    from hearth.secrets import resolve_secret
 
     if settings.auth.admin_key is None:
         return {}

@@ -12,8 +12,10 @@ import uvicorn
 
 from hearth import __version__
 from hearth.api.app import create_app
+from hearth.auth.service import check_exposure
 from hearth.cli.options import read_settings, settings_from, settings_options
 from hearth.config import Settings
+from hearth.deployments.build import build_catalogue
 from hearth.engines.llama_cpp.locate import (
     LocatedBinary,
     locate_llama_server,
@@ -22,8 +24,6 @@ from hearth.engines.llama_cpp.locate import (
 from hearth.errors import ConfigError, SetupError
 from hearth.models.bundled import ensure_bundled_model
 from hearth.observability.logs import configure_logging
-from hearth.routing.local import build_catalogue
-from hearth.usage.accounting import check_exposure
 
 
 @click.command()

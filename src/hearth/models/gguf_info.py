@@ -367,3 +367,13 @@ class _Parser:
         tensor_type = self._unpack("I")
         self._unpack("Q")  # data offset
         return TensorInfo(name, shape, tensor_type)
+
+
+def parameter_size(count: int | None) -> str:
+    """A parameter count as people write it ("268.1M", "7.2B"); empty when unknown."""
+    if not count:
+        return ""
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f}{unit}"
+    return str(count)

@@ -7,12 +7,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from hearth.config import TracingSettings
 from hearth.errors import ConfigError
-
-if TYPE_CHECKING:
-    from hearth.config import TracingSettings
 
 _NOTHING: AbstractContextManager[None] = contextlib.nullcontext()
 

@@ -6,18 +6,17 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from hearth.deployments.deployment import LocalDeployment
 from hearth.engines.supervisor import EngineSupervisor
 from hearth.errors import EngineCrashed, EngineUnavailable
+from hearth.observability.request_id import REQUEST_ID_HEADER
 from hearth.observability.tracing import Tracing
-from hearth.routing.deployment import LocalDeployment
+from hearth.routing.request import RoutedRequest
 from hearth.routing.streams import OpenedStream
 from hearth.scheduler.scheduler import Scheduler
 from hearth.upstream.client import UpstreamClient
-
-if TYPE_CHECKING:
-    from hearth.routing.router import RoutedRequest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,7 +34,7 @@ async def call_engine(
     """The engine's answer, or its opened stream. The model stays held (never unloaded) until
     `stack` closes."""
     what = f"the engine for model '{deployment.name}'"
-    headers = {"x-request-id": request.request_id}
+    headers = {REQUEST_ID_HEADER: request.request_id}
     tracing.inject(headers)
     url_path = "/v1" + request.path
     # Waiting for the model to load and for one of its slots.

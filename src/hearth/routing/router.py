@@ -19,11 +19,11 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from hearth.config import RoutingSettings
+from hearth.deployments.deployment import Deployment, LocalDeployment, RemoteDeployment
 from hearth.errors import (
     APIError,
     EngineCrashed,
@@ -36,50 +36,18 @@ from hearth.errors import (
     UpstreamStatusError,
 )
 from hearth.observability.metrics import HearthMetrics
+from hearth.observability.request_id import REQUEST_ID_HEADER
 from hearth.observability.tracing import Tracing
 from hearth.routing.cache import ResponseCache, cache_key, is_deterministic
-from hearth.routing.deployment import Deployment, LocalDeployment, RemoteDeployment, Route
 from hearth.routing.engine_call import call_engine
-from hearth.routing.outcome import Completion, CompletionStream
+from hearth.routing.request import RoutedRequest
 from hearth.routing.strategies import order, saturated
 from hearth.routing.streams import OpenedStream, relay, replay
 from hearth.scheduler.scheduler import Scheduler
 from hearth.upstream.client import Timeouts, UpstreamClient
+from hearth.wire.outcome import Completion, CompletionStream
 
 log = logging.getLogger(__name__)
-
-REQUEST_ID_HEADER = "x-request-id"
-
-
-@dataclass
-class Trace:
-    """What happened to one request, filled in as it goes; read by metrics and the access log."""
-
-    started: float  # perf_counter() when the request arrived
-    deployment: str | None = None
-    attempts: int = 0
-    upstream_seconds: float = 0.0  # spent waiting on deployments before the answer started
-    ttft: float | None = None
-    usage: dict[str, Any] | None = None
-    cache: str | None = None  # "hit" or "miss" when the cache was consulted
-
-
-@dataclass
-class RoutedRequest:
-    route: Route
-    path: str  # under the OpenAI base, e.g. "/chat/completions"
-    fields: dict[str, Any]  # the request body as the client sent it
-    capability: str
-    request_id: str
-    trace: Trace
-    on_done: Callable[[Trace], None] = lambda trace: None  # once, when the answer has ended
-    keep_alive: float | None = None
-    priority: int = 0
-    cache_control: str = ""
-
-    @property
-    def stream(self) -> bool:
-        return bool(self.fields.get("stream"))
 
 
 class _Saturated(Exception):
@@ -245,7 +213,6 @@ class Router:
             await stack.aclose()
             opened["model"] = request.route.name
             trace.usage = opened.get("usage") if isinstance(opened.get("usage"), dict) else None
-            request.on_done(trace)
             if key is not None:
                 await self._store(key, json.dumps({"d": deployment.name, "body": opened}).encode())
             return Completion(opened, deployment.name, trace.attempts)
@@ -311,11 +278,10 @@ class Router:
         self.metrics.cache.labels("hit").inc()
         if "body" in entry:
             trace.usage = entry["body"].get("usage")
-            request.on_done(trace)
             return Completion(entry["body"], entry["d"], attempts=0, cached=True)
         trace.ttft = time.perf_counter() - trace.started
         return CompletionStream(
-            replay(entry["events"].encode(), request), entry["d"], _nothing, 0, cached=True
+            replay(entry["events"].encode()), entry["d"], _nothing, 0, cached=True
         )
 
     async def _store(self, key: str, value: bytes) -> None:

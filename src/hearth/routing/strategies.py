@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from hearth.routing.deployment import Deployment, Target
+from hearth.deployments.deployment import Deployment, Target
 
 
 def _priority(targets: list[Target], rng: random.Random) -> list[Target]:

@@ -8,16 +8,14 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from hearth.deployments.deployment import Deployment
 from hearth.errors import APIError, EngineCrashed
+from hearth.routing.request import RoutedRequest
 from hearth.upstream.client import EVENT_ENDS, EventStream
-
-if TYPE_CHECKING:
-    from hearth.routing.deployment import Deployment
-    from hearth.routing.router import RoutedRequest
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +55,7 @@ async def relay(
     deployment: Deployment,
     stack: contextlib.AsyncExitStack,
     store: Callable[[bytes], Awaitable[None]] | None,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Relay events as they come. Leaving early (the client hung up) closes the upstream
     connection, which makes an engine stop generating."""
     trace = request.trace
@@ -85,18 +83,14 @@ async def relay(
     finally:
         if trace.usage is None and produced:
             trace.usage = _estimated_usage(request.fields, produced)
-        request.on_done(trace)
         if complete and store is not None and seen is not None:
             await store(bytes(seen))
         await stack.aclose()
 
 
-async def replay(events: bytes, request: RoutedRequest) -> AsyncIterator[bytes]:
+async def replay(events: bytes) -> AsyncGenerator[bytes, None]:
     """A cached stream, sent whole."""
-    try:
-        yield events
-    finally:
-        request.on_done(request.trace)
+    yield events
 
 
 def _note_usage(chunk: bytes, request: RoutedRequest, hide_usage: bool) -> bytes:

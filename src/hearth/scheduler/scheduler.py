@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hearth.deployments.catalogue import Catalogue
+from hearth.deployments.deployment import LocalDeployment
 from hearth.engines.supervisor import EngineSupervisor, SupervisorPolicy
 from hearth.errors import EngineNotInstalled, ModelTooLarge, ServerBusy
-from hearth.routing.catalogue import Catalogue
-from hearth.routing.deployment import LocalDeployment
 from hearth.scheduler.slots import RequestSlots
 
 log = logging.getLogger(__name__)

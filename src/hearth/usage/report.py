@@ -10,7 +10,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hearth.db.engine import utcnow
-from hearth.db.schema import rollup_state, usage, usage_hourly
+from hearth.db.schema import api_keys, rollup_state, usage, usage_hourly
 
 GroupBy = Literal["key", "team", "model", "deployment"]
 COLUMNS: dict[str, str] = {"key": "key_id", "team": "team", "model": "model"}
@@ -99,9 +99,14 @@ async def usage_report(engine: AsyncEngine, since_text: str, by: GroupBy) -> lis
     since = parse_since(since_text, utcnow())
     rows = await totals(engine, since, [by])
     if by == "key":
-        from hearth.auth.store import KeyStore  # keys are shown by prefix and name
-
-        names = {k.id: f"{k.prefix} ({k.name})" for k in await KeyStore(engine).all()}
+        names = await _key_names(engine)
         for row in rows:
             row["key"] = names.get(row["key"], row["key"]) if row["key"] else None
     return rows
+
+
+async def _key_names(engine: AsyncEngine) -> dict[str, str]:
+    """How a report shows a key: its visible prefix and name (never more of it)."""
+    query = select(api_keys.c.id, api_keys.c.prefix, api_keys.c.name)
+    async with engine.connect() as conn:
+        return {row.id: f"{row.prefix} ({row.name})" for row in (await conn.execute(query)).all()}

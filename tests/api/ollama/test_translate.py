@@ -28,7 +28,7 @@ from hearth.api.ollama.translate import (
     sampling_fields,
 )
 from hearth.errors import InvalidRequest, ModelNotFound
-from hearth.routing.outcome import CompletionStream
+from hearth.wire.outcome import CompletionStream
 
 PNG = (  # a 1x1 PNG
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9aw"

@@ -9,9 +9,9 @@ import struct
 import pytest
 
 from hearth.api.openai.embeddings import EmbeddingRequest, encode_base64
-from hearth.api.openai.protocol import parse_request
 from hearth.api.openai.rerank import RerankRequest, shape_results
 from hearth.errors import EngineError, InvalidRequest
+from hearth.wire.base import parse_request
 
 
 def test_base64_is_little_endian_float32() -> None:

@@ -9,8 +9,8 @@ import pytest
 
 from hearth.api.openai.chat import ChatCompletionRequest
 from hearth.api.openai.completions import CompletionRequest
-from hearth.api.openai.protocol import parse_request
 from hearth.errors import InvalidRequest
+from hearth.wire.base import parse_request
 
 GOOD_CHAT: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 from fastapi import APIRouter, Request
 
 from hearth.api.services import Services, services_of
-from hearth.routing.deployment import Deployment, LocalDeployment
+from hearth.deployments.deployment import Deployment, LocalDeployment
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 

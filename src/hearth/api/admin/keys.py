@@ -8,8 +8,9 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from hearth.api.services import services_of
-from hearth.auth.keys import Budget, parse_expiry
+from hearth.auth.keys import parse_expiry
 from hearth.auth.store import KeyNotFound, KeyStore
+from hearth.budget import Budget
 from hearth.db.engine import utcnow
 from hearth.errors import APIError, InvalidRequest
 
@@ -35,10 +36,7 @@ class NewKey(BaseModel):
 
 
 def _store(request: Request) -> KeyStore:
-    accounting = services_of(request).accounting
-    if accounting is None:
-        raise InvalidRequest("This server runs without its database.")
-    return accounting.store
+    return services_of(request).keys.store
 
 
 @router.get("/keys", summary="API keys (never the keys themselves)")
@@ -84,6 +82,5 @@ async def audit(request: Request, limit: int = 100) -> dict[str, Any]:
 
 async def _refresh(request: Request) -> None:
     """This replica sees the change at once; others within auth.refresh_interval."""
-    accounting = services_of(request).accounting
-    if accounting is not None:
-        accounting.access.load(await accounting.store.all())
+    keys = services_of(request).keys
+    keys.access.load(await keys.store.all())

@@ -19,12 +19,10 @@ async def usage(
     by: Literal["key", "model", "team", "deployment"] = "model",
     since: str = "7d",
 ) -> dict[str, Any]:
-    accounting = services_of(request).accounting
-    if accounting is None:
-        raise InvalidRequest("This server runs without its database.")
-    await accounting.sync()  # include what is still buffered
+    services = services_of(request)
+    await services.usage.sync()  # include what is still buffered
     try:
-        rows = await usage_report(accounting.engine, since, by)
+        rows = await usage_report(services.database, since, by)
     except ValueError as exc:
         raise InvalidRequest(str(exc), param="since") from None
     return {"by": by, "since": since, "data": rows}

@@ -10,15 +10,15 @@ from fastapi.responses import JSONResponse
 from starlette.background import BackgroundTask
 
 from hearth.api.anthropic.protocol import CountTokensRequest, MessagesRequest
-from hearth.api.anthropic.stream import SSE_HEADERS, message_events
+from hearth.api.anthropic.stream import message_events
 from hearth.api.anthropic.tokens import count_input_tokens
 from hearth.api.anthropic.translate import chat_body, conversation, message_reply
-from hearth.api.openai.chat import ChatCompletionRequest
-from hearth.api.openai.forward import dispatch, gateway_headers
-from hearth.api.openai.protocol import parse_request
-from hearth.api.relay import RelayResponse
+from hearth.api.gateway import gateway_headers, run_pipeline
+from hearth.api.relay import SSE_HEADERS, RelayResponse
 from hearth.api.services import services_of
-from hearth.routing.outcome import Completion
+from hearth.wire.base import parse_request
+from hearth.wire.chat import ChatCompletionRequest
+from hearth.wire.outcome import Completion
 
 router = APIRouter(tags=["anthropic"])
 
@@ -30,7 +30,7 @@ async def create_message(request: Request) -> Response:
     payload = parse_request(
         ChatCompletionRequest, json.dumps(chat_body(anthropic, anthropic.model)).encode()
     )
-    outcome = await dispatch(request, payload, "/v1/chat/completions", capability="chat")
+    outcome = await run_pipeline(request, payload, "/v1/chat/completions", capability="chat")
     headers = gateway_headers(request, outcome)
     if isinstance(outcome, Completion):
         reply = message_reply(outcome.body, anthropic.model, anthropic)

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from hearth.api.openai.protocol import OpenAIBaseModel
+from hearth.wire.base import OpenAIBaseModel
 
 
 class AnthropicModel(OpenAIBaseModel):

@@ -15,10 +15,8 @@ from typing import Any
 
 from hearth.api.anthropic.protocol import MessagesRequest, error_type
 from hearth.api.anthropic.translate import new_id, stop_reason, usage
-from hearth.api.openai.stream_chunks import StreamFailed, close_events, openai_chunks
-from hearth.routing.outcome import CompletionStream
-
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+from hearth.wire.chunks import StreamFailed, close_events, openai_chunks
+from hearth.wire.outcome import CompletionStream
 
 
 def event(name: str, data: dict[str, Any]) -> bytes:

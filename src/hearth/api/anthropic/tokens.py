@@ -15,9 +15,9 @@ from typing import Any
 
 from starlette.requests import Request
 
-from hearth.api.observe import REQUEST_ID_HEADER
 from hearth.api.services import services_of
 from hearth.engines.llama_cpp.launcher import LlamaServerLauncher
+from hearth.observability.request_id import REQUEST_ID_HEADER
 
 CHARS_PER_TOKEN = 4
 

@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hearth.deployments.deployment import LocalDeployment, Route
 from hearth.engines.llama_cpp.launcher import LlamaServerLauncher
 from hearth.errors import ModelStoreError
-from hearth.models.gguf_info import GGUFInfo, read_gguf_header, read_gguf_info
+from hearth.models.gguf_info import GGUFInfo, parameter_size, read_gguf_header, read_gguf_info
 from hearth.models.store import ModelStore, StoredModel
-from hearth.routing.deployment import LocalDeployment, Route
 
 _JSON_SCALARS = (str, int, float, bool)
 
@@ -83,7 +83,7 @@ class ModelFacts:
             "format": "gguf",
             "family": arch or "",
             "families": [arch] if arch else None,
-            "parameter_size": _parameter_size(info.parameter_count if info else None),
+            "parameter_size": parameter_size(info.parameter_count if info else None),
             "quantization_level": (info.quantization if info else None) or "",
         }
 
@@ -160,15 +160,6 @@ def _stored(name: str, path: Path | None, store: ModelStore) -> StoredModel | No
         return next((m for m in store.list() if path is not None and m.path == path), None)
     except ModelStoreError:
         return None
-
-
-def _parameter_size(count: int | None) -> str:
-    if not count:
-        return ""
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if count >= scale:
-            return f"{count / scale:.1f}{unit}"
-    return str(count)
 
 
 def _parameter(value: Any) -> str:

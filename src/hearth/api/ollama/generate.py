@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.background import BackgroundTask
 
+from hearth.api.gateway import gateway_headers, run_pipeline
 from hearth.api.ollama import names
 from hearth.api.ollama.protocol import (
     ChatRequest,
@@ -27,15 +28,14 @@ from hearth.api.ollama.reply import (
     stream_lines,
 )
 from hearth.api.ollama.translate import chat_body, generate_body
-from hearth.api.openai.chat import ChatCompletionRequest
-from hearth.api.openai.completions import CompletionRequest
-from hearth.api.openai.embeddings import EmbeddingRequest
-from hearth.api.openai.forward import dispatch, gateway_headers
-from hearth.api.openai.protocol import SamplingParams, parse_request
 from hearth.api.relay import RelayResponse
 from hearth.api.services import services_of
 from hearth.errors import InvalidRequest
-from hearth.routing.outcome import Completion
+from hearth.wire.base import SamplingParams, parse_request
+from hearth.wire.chat import ChatCompletionRequest
+from hearth.wire.completions import CompletionRequest
+from hearth.wire.embeddings import EmbeddingRequest
+from hearth.wire.outcome import Completion
 
 router = APIRouter(tags=["ollama"])
 RequestT = TypeVar("RequestT", bound=SamplingParams)
@@ -87,7 +87,7 @@ async def embed(request: Request) -> Response:
     if ollama.dimensions is not None:
         fields["dimensions"] = ollama.dimensions
     payload = parse_request(EmbeddingRequest, json.dumps(fields).encode())
-    outcome = await dispatch(request, payload, "/v1/embeddings", capability="embeddings")
+    outcome = await run_pipeline(request, payload, "/v1/embeddings", capability="embeddings")
     assert isinstance(outcome, Completion)  # embeddings are never streamed
     vectors = [item["embedding"] for item in sorted(outcome.body["data"], key=_index)]
     headers = gateway_headers(request, outcome)
@@ -116,7 +116,7 @@ async def _answer(
     request: Request, payload: SamplingParams, path: str, capability: str, model: str, *, chat: bool
 ) -> Response:
     timer = Timer(started=request.state.started)
-    outcome = await dispatch(request, payload, path, capability=capability)
+    outcome = await run_pipeline(request, payload, path, capability=capability)
     headers = gateway_headers(request, outcome)
     if isinstance(outcome, Completion):
         reply = chat_reply if chat else generate_reply

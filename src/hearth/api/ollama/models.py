@@ -17,10 +17,10 @@ from hearth.api.ollama import names
 from hearth.api.ollama.facts import ModelFacts, model_facts
 from hearth.api.ollama.generate import catalogue_name
 from hearth.api.ollama.protocol import CopyRequest, ModelRequest
-from hearth.api.openai.protocol import parse_request
 from hearth.api.services import Services, services_of
 from hearth.errors import ConfigError, InvalidRequest, ModelNotFound, ModelStoreError
 from hearth.models.store import ModelStore, validate_name
+from hearth.wire.base import parse_request
 
 router = APIRouter(tags=["ollama"])
 

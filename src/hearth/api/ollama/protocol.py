@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from hearth.api.openai.protocol import OpenAIBaseModel
 from hearth.errors import InvalidRequest
+from hearth.wire.base import OpenAIBaseModel
 
 
 class OllamaModel(OpenAIBaseModel):

@@ -25,12 +25,12 @@ from hearth.api.ollama.generate import catalogue_name
 from hearth.api.ollama.models import reload_catalogue
 from hearth.api.ollama.protocol import PullRequest
 from hearth.api.ollama.reply import NDJSON, line
-from hearth.api.openai.protocol import parse_request
 from hearth.api.services import Services, services_of
 from hearth.errors import APIError, HearthError, InvalidRequest, PullError
 from hearth.models.hub_ref import parse_ref
 from hearth.models.pull import pull
 from hearth.models.store import ModelStore
+from hearth.wire.base import parse_request
 
 log = logging.getLogger(__name__)
 

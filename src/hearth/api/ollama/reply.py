@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from hearth.api.openai.stream_chunks import StreamFailed, close_events, openai_chunks
-from hearth.routing.outcome import CompletionStream
+from hearth.wire.chunks import StreamFailed, close_events, openai_chunks
+from hearth.wire.outcome import CompletionStream
 
 NDJSON = "application/x-ndjson"
 NS = 1_000_000_000

@@ -2,115 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
-
 from fastapi import APIRouter, Request, Response
-from pydantic import Field, model_validator
 
-from hearth.api.openai.forward import forward
-from hearth.api.openai.protocol import OpenAIBaseModel, SamplingParams, parse_request
-
-
-class TextPart(OpenAIBaseModel):
-    type: Literal["text"]
-    text: str
-
-
-class ImageURL(OpenAIBaseModel):
-    url: str
-    detail: Literal["auto", "low", "high"] | None = None
-
-
-class ImagePart(OpenAIBaseModel):
-    type: Literal["image_url"]
-    image_url: ImageURL
-
-
-ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
-
-
-class FunctionCall(OpenAIBaseModel):
-    name: str
-    arguments: str
-
-
-class ToolCall(OpenAIBaseModel):
-    id: str | None = None
-    type: Literal["function"] = "function"
-    function: FunctionCall
-
-
-class ChatMessage(OpenAIBaseModel):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[ContentPart] | None = None
-    name: str | None = None
-    tool_calls: list[ToolCall] | None = None
-    tool_call_id: str | None = None
-
-    @model_validator(mode="after")
-    def _has_content(self) -> ChatMessage:
-        if self.content is None and not (self.role == "assistant" and self.tool_calls):
-            raise ValueError(f"a '{self.role}' message needs 'content'")
-        return self
-
-
-class FunctionDefinition(OpenAIBaseModel):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-    strict: bool | None = None
-
-
-class Tool(OpenAIBaseModel):
-    type: Literal["function"]
-    function: FunctionDefinition
-
-
-class NamedFunction(OpenAIBaseModel):
-    name: str
-
-
-class NamedToolChoice(OpenAIBaseModel):
-    type: Literal["function"]
-    function: NamedFunction
-
-
-class JSONSchemaFormat(OpenAIBaseModel):
-    name: str = "response"
-    schema_: dict[str, Any] | None = Field(None, alias="schema")
-    strict: bool | None = None
-
-
-class ResponseFormat(OpenAIBaseModel):
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: JSONSchemaFormat | None = None
-
-    @model_validator(mode="after")
-    def _schema_given(self) -> ResponseFormat:
-        if self.type == "json_schema" and self.json_schema is None:
-            raise ValueError("'json_schema' is required when type is 'json_schema'")
-        return self
-
-
-class ChatCompletionRequest(SamplingParams):
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    tools: list[Tool] | None = None
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
-    parallel_tool_calls: bool | None = None
-    response_format: ResponseFormat | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=20)
-
-    @model_validator(mode="after")
-    def _tool_choice_needs_tools(self) -> ChatCompletionRequest:
-        if self.tool_choice not in (None, "none", "auto") and not self.tools:
-            raise ValueError("'tool_choice' requires 'tools'")
-        if self.top_logprobs is not None and not self.logprobs:
-            raise ValueError("'top_logprobs' requires 'logprobs' to be true")
-        return self
-
+from hearth.api.gateway import run_pipeline
+from hearth.api.openai.respond import respond
+from hearth.wire.base import parse_request
+from hearth.wire.chat import ChatCompletionRequest
 
 router = APIRouter()
 
@@ -118,4 +15,5 @@ router = APIRouter()
 @router.post("/v1/chat/completions", summary="Create a chat completion")
 async def create_chat_completion(request: Request) -> Response:
     payload = parse_request(ChatCompletionRequest, await request.body())
-    return await forward(request, payload, "/v1/chat/completions", capability="chat")
+    answer = await run_pipeline(request, payload, "/v1/chat/completions", capability="chat")
+    return respond(answer, request)

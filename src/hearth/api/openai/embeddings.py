@@ -4,40 +4,16 @@ from __future__ import annotations
 
 import base64
 import struct
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import Field, field_validator
 
-from hearth.api.openai.forward import dispatch, gateway_headers
-from hearth.api.openai.protocol import ModelRequest, parse_request
+from hearth.api.gateway import gateway_headers, run_pipeline
 from hearth.errors import EngineError, InvalidRequest
-from hearth.routing.outcome import Completion
-
-MAX_INPUTS = 2048
-
-EmbeddingInput = str | list[str] | list[int] | list[list[int]]
-
-
-class EmbeddingRequest(ModelRequest):
-    input: EmbeddingInput
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1)
-    user: str | None = None
-
-    @field_validator("input")
-    @classmethod
-    def _not_empty(cls, value: EmbeddingInput) -> EmbeddingInput:
-        if isinstance(value, list):
-            if not value:
-                raise ValueError("give at least one input")
-            if len(value) > MAX_INPUTS:
-                raise ValueError(f"at most {MAX_INPUTS} inputs are allowed in one request")
-            if any(isinstance(item, list) and not item for item in value):
-                raise ValueError("a token array must not be empty")
-        return value
-
+from hearth.wire.base import parse_request
+from hearth.wire.embeddings import EmbeddingRequest
+from hearth.wire.outcome import Completion
 
 router = APIRouter()
 
@@ -50,7 +26,7 @@ async def create_embeddings(request: Request) -> Response:
     wanted = payload.encoding_format
     # Engines are always asked for floats: base64 is encoded here, the same for every engine.
     payload.encoding_format = "float"
-    outcome = await dispatch(request, payload, "/v1/embeddings", capability="embeddings")
+    outcome = await run_pipeline(request, payload, "/v1/embeddings", capability="embeddings")
     if not isinstance(outcome, Completion):  # never: embeddings are not streamed
         await outcome.aclose()
         raise EngineError("the engine streamed an answer that should have been one JSON body")

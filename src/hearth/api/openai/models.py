@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request
 
 from hearth.api.services import Services, services_of
 from hearth.auth.keys import KeyRecord
+from hearth.deployments.deployment import Route
 from hearth.errors import ModelNotFound
-from hearth.routing.deployment import Route
 
 router = APIRouter()
 

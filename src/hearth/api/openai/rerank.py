@@ -9,10 +9,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field, field_validator
 
-from hearth.api.openai.forward import dispatch, gateway_headers
-from hearth.api.openai.protocol import ModelRequest, OpenAIBaseModel, parse_request
+from hearth.api.gateway import gateway_headers, run_pipeline
 from hearth.errors import EngineError
-from hearth.routing.outcome import Completion
+from hearth.wire.base import ModelRequest, OpenAIBaseModel, parse_request
+from hearth.wire.outcome import Completion
 
 MAX_DOCUMENTS = 1024
 PATHS = ("/v1/rerank", "/rerank", "/v1/reranking", "/reranking", "/v2/rerank")
@@ -49,7 +49,7 @@ async def create_rerank(request: Request) -> Response:
     # answer has the same shape whichever engine (or remote) served it.
     payload.top_n = len(texts)
     payload.return_documents = False
-    outcome = await dispatch(request, payload, "/v1/rerank", capability="rerank")
+    outcome = await run_pipeline(request, payload, "/v1/rerank", capability="rerank")
     if not isinstance(outcome, Completion):
         await outcome.aclose()
         raise EngineError("the engine streamed an answer that should have been one JSON body")

@@ -22,28 +22,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from hearth.engines.llama_cpp.flags import CMAKE_FLAGS, LLAMA_CPP_PYTHON_VERSION
 from hearth.engines.llama_cpp.locate import (
     BINARY_NAME,
-    LLAMA_CPP_PYTHON_VERSION,
     build_key,
     engine_version,
     tools_binary,
 )
 from hearth.errors import SetupError
-
-# AMX kernels are left out: on AMX-capable CPUs under virtualisation (as on our CI machines)
-# ggml_backend_amx_mul_mat segfaults during the warm-up decode. GCC keeps explicit -mno-* flags
-# even though ggml adds -march=native later. AVX2/AVX-512 kernels and weight repacking stay on.
-_NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
-CMAKE_FLAGS = [
-    "-DCMAKE_BUILD_TYPE=Release",
-    f"-DCMAKE_C_FLAGS={_NO_AMX}",
-    f"-DCMAKE_CXX_FLAGS={_NO_AMX}",
-    "-DBUILD_SHARED_LIBS=OFF",  # one self-contained binary: easy to cache and move
-    "-DLLAMA_CURL=OFF",  # Hearth downloads models itself
-    "-DLLAMA_BUILD_TESTS=OFF",
-    "-DLLAMA_BUILD_EXAMPLES=OFF",
-]
 
 _PERCENT = re.compile(r"^\[\s*(\d+)%\]")
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from hearth.engines.llama_cpp.flags import CMAKE_FLAGS, LLAMA_CPP_PYTHON_VERSION
 from hearth.errors import SetupError
 
 # llama.cpp is taken from this llama-cpp-python source distribution, which vendors a full tree.
-LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 BINARY_NAME = "llama-server"
 
 
@@ -24,8 +24,6 @@ def build_key() -> str:
 
     Changing the build flags changes the key, so a cached binary built the old way is not reused.
     """
-    from hearth.engines.llama_cpp.build import CMAKE_FLAGS
-
     flags = hashlib.sha256("\0".join(CMAKE_FLAGS).encode()).hexdigest()[:8]
     system = f"{platform.system().lower()}-{platform.machine()}"
     return f"llama.cpp-{LLAMA_CPP_PYTHON_VERSION}-{flags}-{system}"

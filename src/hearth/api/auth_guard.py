@@ -3,17 +3,15 @@
 
 While no key exists and no admin key is set (and so only on a loopback address, see
 `Access.check_exposure`), requests pass untouched. Scopes, limits and budgets are checked per
-model in `hearth.api.accounting.admit`."""
+model by the pipeline's admit step (`hearth.pipeline.admit`)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hearth.api.errors import api_error_response
-from hearth.auth.access import Access
+from hearth.auth.service import KeyService
 from hearth.errors import APIError, PermissionDenied
 
 # Reachable without a key: probes, metrics, API docs and the dashboard's static files.
@@ -78,13 +76,13 @@ class AuthGuard:
             await self.app(scope, receive, send)
             return
         services = getattr(scope["app"].state, "services", None)
-        accounting = getattr(services, "accounting", None)
-        access: Access | None = getattr(accounting, "access", None)
+        keys: KeyService | None = getattr(services, "keys", None)
+        access = None if keys is None else keys.access
         path = scope["path"]
         action = audited_action(scope["method"], path)
-        if action is not None and accounting is not None:
+        if action is not None and keys is not None:
             actor = "admin-api" if access is not None and access.enforced else "open (no auth)"
-            send = _audit_on_success(send, accounting, actor, action, path)
+            send = _audit_on_success(send, keys, actor, action, path)
         if (
             access is None
             or not access.enforced
@@ -115,13 +113,13 @@ class AuthGuard:
         await self.app(scope, receive, send)
 
 
-def _audit_on_success(send: Send, accounting: Any, actor: str, action: str, path: str) -> Send:
+def _audit_on_success(send: Send, keys: KeyService, actor: str, action: str, path: str) -> Send:
     """`send`, noting the admin action in the audit log (off the request path) once it has
     answered with a success status."""
 
     async def watched(message: Message) -> None:
         if message["type"] == "http.response.start" and 200 <= message["status"] < 300:
-            accounting.audit_soon(actor, action, path)
+            keys.audit_soon(actor, action, path)
         await send(message)
 
     return watched

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from hearth.errors import ConfigError
-from hearth.routing.deployment import RemoteDeployment
-from hearth.routing.remote import resolve_secret
 from routing.test_local import catalogue_for
+
+from hearth.deployments.deployment import RemoteDeployment
+from hearth.errors import ConfigError
+from hearth.secrets import resolve_secret
 
 DEPLOYMENT = "deployments:\n  cloud:\n    url: https://api.example.com/v1/\n"
 

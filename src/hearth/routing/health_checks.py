@@ -9,8 +9,8 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from hearth.deployments.deployment import RemoteDeployment
 from hearth.errors import APIError, UpstreamStatusError
-from hearth.routing.deployment import RemoteDeployment
 from hearth.upstream.client import Timeouts, UpstreamClient
 
 log = logging.getLogger(__name__)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from hearth.deployments.build import build_catalogue
 from hearth.errors import ConfigError
 from hearth.models.store import ModelStore
-from hearth.routing.local import build_catalogue
 from hearth.settings_layers import load_settings
 from support.gguf_files import write_gguf
 

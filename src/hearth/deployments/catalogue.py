@@ -8,9 +8,15 @@ deployment); the `routes` settings add names served by several deployments under
 from __future__ import annotations
 
 from hearth.config import BreakerSettings
+from hearth.deployments.breaker import CircuitBreaker
+from hearth.deployments.deployment import (
+    Deployment,
+    LocalDeployment,
+    RemoteDeployment,
+    Route,
+    Target,
+)
 from hearth.errors import ModelNotFound
-from hearth.routing.breaker import CircuitBreaker
-from hearth.routing.deployment import Deployment, LocalDeployment, RemoteDeployment, Route, Target
 
 
 class Catalogue:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hearth.routing.breaker import BreakerState, CircuitBreaker
+from hearth.deployments.breaker import BreakerState, CircuitBreaker
 
 
 class Clock:

@@ -8,8 +8,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from hearth.api.openai.protocol import SamplingParams
 from hearth.config import BUNDLED_MODEL_NAME, EngineSettings, ModelSettings, Settings
+from hearth.deployments.catalogue import Catalogue
+from hearth.deployments.deployment import LocalDeployment
+from hearth.deployments.local_engines import build_launcher, choose_engine
+from hearth.deployments.remote import add_remote_deployments, add_routes
 from hearth.engines.base import Capabilities, Launcher
 from hearth.engines.gpu import Accelerators, default_gpu_layers, detect_accelerators
 from hearth.engines.llama_cpp.launcher import LlamaServerLauncher, bundled_template
@@ -18,10 +21,7 @@ from hearth.errors import ConfigError, ModelNotFound, ModelStoreError, SetupErro
 from hearth.models.bundled import BUNDLED_TEMPLATE
 from hearth.models.gguf_info import GGUFInfo, estimate_memory, read_gguf_info, split_parts
 from hearth.models.store import ModelStore
-from hearth.routing.catalogue import Catalogue
-from hearth.routing.deployment import LocalDeployment
-from hearth.routing.local_engines import build_launcher, choose_engine
-from hearth.routing.remote import add_remote_deployments, add_routes
+from hearth.wire.base import SamplingParams
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hearth.config import DeploymentTimeouts, Price
+from hearth.deployments.breaker import CircuitBreaker
 from hearth.engines.base import Capabilities, Launcher
-from hearth.routing.breaker import CircuitBreaker
+from hearth.secrets import Secret
 
 # Weight of the newest sample in the time-to-first-token moving average.
 LATENCY_SMOOTHING = 0.3
@@ -66,21 +67,6 @@ class LocalDeployment:
     @property
     def capacity(self) -> int | None:
         return self.slots
-
-
-class Secret:
-    """A credential that never shows itself in a repr, a log line or an error."""
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
 
 
 @dataclass

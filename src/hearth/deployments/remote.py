@@ -3,39 +3,17 @@
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 import httpx
 
 from hearth.config import DeploymentSettings, Settings
+from hearth.deployments.catalogue import Catalogue
+from hearth.deployments.deployment import RemoteDeployment, Route, Target
 from hearth.engines.base import Capabilities
 from hearth.errors import ConfigError
-from hearth.routing.catalogue import Catalogue
-from hearth.routing.deployment import RemoteDeployment, Route, Secret, Target
+from hearth.secrets import resolve_secret
 
 log = logging.getLogger(__name__)
-
-
-def resolve_secret(reference: str, where: str) -> Secret:
-    """'env:NAME' → that variable; 'file:PATH' → the file's first line; anything else is the
-    key itself. Errors name the reference, never a value."""
-    kind, _, rest = reference.partition(":")
-    if kind == "env" and rest:
-        value = os.environ.get(rest)
-        if not value:
-            raise ConfigError(f"{where}: the environment variable {rest} is not set")
-        return Secret(value)
-    if kind == "file" and rest:
-        path = Path(rest).expanduser()
-        try:
-            value = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from None
-        if not value:
-            raise ConfigError(f"{where}: {path} is empty")
-        return Secret(value)
-    return Secret(reference)
 
 
 def remote_deployment(name: str, settings: DeploymentSettings, model: str) -> RemoteDeployment:

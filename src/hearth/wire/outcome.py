@@ -4,7 +4,7 @@ wire shapes."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ class Completion:
     deployment: str
     attempts: int = 1
     cached: bool = False
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. the caller's x-ratelimit-*
 
 
 @dataclass
@@ -26,7 +27,7 @@ class CompletionStream:
     `data: {"error": {...}}` event just before it. `aclose` must run when the consumer is done or
     gone (it frees the engine slot and the upstream connection); it is safe to call twice."""
 
-    events: AsyncIterator[bytes]
+    events: AsyncGenerator[bytes, None]
     deployment: str
     aclose: Callable[[], Awaitable[None]]
     attempts: int = 1

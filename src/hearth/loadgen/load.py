@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 import aiohttp
 
-from hearth.bench import DEFAULT_REQUESTS
-from hearth.bench.client import Outcome, Target
-from hearth.bench.prompt import build_prompt
+from hearth.loadgen import DEFAULT_REQUESTS
+from hearth.loadgen.client import Outcome, Target
+from hearth.loadgen.prompt import build_prompt
 
 Endpoint = Literal["chat", "completions"]
 ENDPOINT_PATHS: dict[Endpoint, str] = {"chat": "/chat/completions", "completions": "/completions"}

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hearth.bench.report import SCHEMA
 from hearth.cli.main import cli
+from hearth.loadgen.report import SCHEMA
 from hearth.models.bundled import BUNDLED_MODEL_NAME
 from support.hearth_server import HearthServer
 from support.ports import free_port

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from hearth.config import ModelSettings
+from hearth.deployments.build import build_catalogue
+from hearth.deployments.local_engines import build_launcher, choose_engine
 from hearth.engines import gpu
 from hearth.engines.gpu import GPU, Accelerators
 from hearth.engines.transformers.launcher import TransformersLauncher
 from hearth.errors import ConfigError
 from hearth.routing import local_engines
-from hearth.routing.local import build_catalogue
-from hearth.routing.local_engines import build_launcher, choose_engine
 from hearth.settings_layers import load_settings
 from support.gguf_files import write_gguf
 from support.hf_models import minilm_dir

@@ -4,10 +4,10 @@ breaker thresholds apply."""
 from __future__ import annotations
 
 from hearth.config import BreakerSettings
+from hearth.deployments.breaker import BreakerState
+from hearth.deployments.catalogue import Catalogue
+from hearth.deployments.deployment import RemoteDeployment
 from hearth.engines.base import Capabilities
-from hearth.routing.breaker import BreakerState
-from hearth.routing.catalogue import Catalogue
-from hearth.routing.deployment import RemoteDeployment
 
 
 def catalogue_with(name: str, breaker: BreakerSettings) -> Catalogue:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from hearth.bench.load import LoadSpec, Percentiles, percentile, run_load, run_sweep
-from hearth.bench.prompt import build_prompt
+from hearth.loadgen.load import LoadSpec, Percentiles, percentile, run_load, run_sweep
+from hearth.loadgen.prompt import build_prompt
 from hearth.models.bundled import BUNDLED_MODEL_NAME
 from support.hearth_server import HearthServer
 from support.ports import free_port

@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 import hearth
-from hearth.bench.load import LoadResult, LoadSpec, Percentiles
+from hearth.loadgen.load import LoadResult, LoadSpec, Percentiles
 
-SCHEMA = "hearth.bench/1"
+SCHEMA = "hearth.loadgen/1"
 
 
 def document(spec: LoadSpec, results: Sequence[LoadResult]) -> dict[str, Any]:

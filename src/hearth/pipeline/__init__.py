@@ -1,0 +1,1 @@
+"""The one request path every protocol shares: admit → route → relay → account."""

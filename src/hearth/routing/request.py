@@ -1,0 +1,42 @@
+"""What routing is asked to do, and what it notes of one request as it goes: the typed values
+between the pipeline and the router."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hearth.deployments.deployment import Route
+
+
+@dataclass
+class Trace:
+    """What happened to one request, filled in as it goes: by the pipeline (model, started),
+    the router (deployment, attempts, cache) and the relay (usage, ttft). Read by accounting,
+    metrics and the access log once the answer has ended."""
+
+    started: float  # perf_counter() when the request arrived
+    model: str | None = None  # the public name it was routed under (the metrics' model label)
+    deployment: str | None = None
+    attempts: int = 0
+    upstream_seconds: float = 0.0  # spent waiting on deployments before the answer started
+    ttft: float | None = None
+    usage: dict[str, Any] | None = None
+    cache: str | None = None  # "hit" or "miss" when the cache was consulted
+
+
+@dataclass
+class RoutedRequest:
+    route: Route
+    path: str  # under the OpenAI base, e.g. "/chat/completions"
+    fields: dict[str, Any]  # the request body as the client sent it
+    capability: str
+    request_id: str
+    trace: Trace
+    keep_alive: float | None = None
+    priority: int = 0
+    cache_control: str = ""
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.fields.get("stream"))
