@@ -1,26 +1,32 @@
-"""Hearth's one exception tree. `hearth.api.errors` maps it to HTTP in the OpenAI error shape.
+"""Hearth's one exception tree. `hearth.api.errors` maps it to HTTP in the OpenAI error shape;
+foreign errors are translated into it at one boundary each (aiohttp's in `hearth.upstream.client`).
 
 HearthError
-├── ConfigError              settings or environment are wrong; raised at start, never over HTTP
-├── SetupError               something Hearth needs is missing (engine binary, model file)
-├── ModelStoreError          the model store cannot do that (bad file or name, rm refused)
-│   └── PullError            a download from the hub failed (unreachable, offline, not found)
-│       └── ChecksumMismatch the downloaded bytes differ from the checksum the hub publishes
-└── APIError                 carries an HTTP status and an OpenAI error type/code
-    ├── InvalidRequest       400  the request is malformed or out of range
-    ├── RequestTooLarge      413  the body exceeds max_request_bytes
-    ├── ModelNotFound        404  no model of that name in the catalogue
-    ├── ModelTooLarge        400  the model can never fit in the memory budget
-    ├── Unauthenticated      401  no API key, or an unknown, revoked or expired one
-    ├── PermissionDenied     403  the key may not use that model or endpoint
-    ├── RateLimited          429  a key's or team's requests or tokens per minute ran out
-    ├── QuotaExceeded        429  a key's or team's budget for the period is spent
-    ├── ServerBusy           503  no room to load a model and the wait queue is full
-    ├── UpstreamStatusError  4xx/5xx relayed: the engine or upstream refused the request
-    └── EngineError          5xx  the engine could not answer
-        ├── EngineUnavailable  503  not ready (loading, restarting, failed to start)
-        ├── EngineCrashed      502  the connection to the engine broke mid-request
-        └── EngineTimeout      504  the engine took longer than upstream_timeout
+├── ConfigError                 settings or environment are wrong; raised at start, never over HTTP
+├── SetupError                  something Hearth needs is missing (engine binary, model file)
+├── EngineStartError            an engine exited or never became healthy while loading
+├── ModelStoreError             the model store cannot do that (bad file or name, rm refused)
+│   └── PullError               a download from the hub failed (unreachable, offline, not found)
+│       └── ChecksumMismatch    the downloaded bytes differ from the checksum the hub publishes
+└── APIError                    carries an HTTP status and an OpenAI error type/code
+    ├── InvalidRequest          400  the request is malformed or out of range
+    ├── RequestTooLarge         413  the body exceeds max_request_bytes
+    ├── ModelNotFound           404  no model of that name in the catalogue
+    ├── KeyNotFound             404  no active API key has that id, prefix or name
+    ├── ModelTooLarge           400  the model can never fit in the memory budget
+    ├── Unauthenticated         401  no API key, or an unknown, revoked or expired one
+    ├── PermissionDenied        403  the key may not use that model or endpoint
+    ├── RateLimited             429  a key's or team's requests or tokens per minute ran out
+    ├── QuotaExceeded           429  a key's or team's budget for the period is spent
+    ├── ServerBusy              503  no room to load a model and the wait queue is full
+    ├── EngineNotInstalled      503  a local model's engine is missing from this machine
+    ├── NoDeploymentAvailable   503  every deployment of a model failed or has its circuit open
+    ├── UpstreamStatusError     4xx/5xx  a deployment refused the request: its status relayed
+    └── UpstreamError           502  a deployment (local engine or remote server) could not answer
+        ├── UpstreamUnavailable   503  not reachable, or not accepting connections in time
+        │   └── EngineUnavailable 503  a local engine is loading, restarting or failed to start
+        ├── UpstreamDisconnected  502  the connection broke mid-answer, or the answer was malformed
+        └── UpstreamTimeout       504  no answer (or no next chunk) within the timeout
 """
 
 from __future__ import annotations
@@ -38,6 +44,10 @@ class ConfigError(HearthError):
 
 class SetupError(HearthError):
     """A required part is missing; the message says how to get it."""
+
+
+class EngineStartError(HearthError):
+    """The engine exited or never became healthy while loading."""
 
 
 class APIError(HearthError):
@@ -85,6 +95,12 @@ class ModelNotFound(APIError):
         super().__init__(
             f"The model '{model}' does not exist. Available models: {names}.", param="model"
         )
+
+
+class KeyNotFound(APIError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
 
 
 class UpstreamStatusError(APIError):
@@ -159,18 +175,26 @@ class ServerBusy(APIError):
         self.headers = {"retry-after": str(retry_after)}
 
 
-class EngineError(APIError):
+class UpstreamError(APIError):
+    """A deployment could not answer: worth a retry or the next deployment."""
+
     status_code = 502
     error_type = "server_error"
 
 
-class EngineUnavailable(EngineError):
+class UpstreamUnavailable(UpstreamError):
     status_code = 503
+    code = "upstream_unavailable"
+
+
+class EngineUnavailable(UpstreamUnavailable):
+    """A local engine is not ready; the message says why (loading, restarting, start failed)."""
+
     code = "engine_unavailable"
 
 
 class EngineNotInstalled(APIError):
-    """A local model whose engine is missing from this machine. Not an EngineError: it says
+    """A local model whose engine is missing from this machine. Not an UpstreamError: it says
     nothing about the engine's health, so it never opens a circuit breaker (which would hide
     this message behind "circuit open"), though a route still falls back past it."""
 
@@ -179,14 +203,14 @@ class EngineNotInstalled(APIError):
     code = "engine_not_installed"
 
 
-class EngineCrashed(EngineError):
+class UpstreamDisconnected(UpstreamError):
     status_code = 502
-    code = "engine_crashed"
+    code = "upstream_disconnected"
 
 
-class EngineTimeout(EngineError):
+class UpstreamTimeout(UpstreamError):
     status_code = 504
-    code = "engine_timeout"
+    code = "upstream_timeout"
 
 
 class NoDeploymentAvailable(APIError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from routing.test_local import catalogue_for
+from deployments.test_build import catalogue_for
 
 from hearth.deployments.deployment import RemoteDeployment
 from hearth.errors import ConfigError

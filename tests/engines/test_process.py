@@ -17,7 +17,7 @@ import pytest
 
 from hearth.engines import process as process_module
 from hearth.engines.ports import free_port
-from hearth.engines.process import EngineStartError
+from hearth.errors import EngineStartError
 from support.fake_launcher import fake_engine_argv
 
 

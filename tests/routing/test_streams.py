@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from hearth.deployments.deployment import Route
-from hearth.routing.router import RoutedRequest, Trace
+from hearth.routing.request import RoutedRequest, Trace
 from hearth.routing.streams import _note_usage, _output_events
 
 USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}

@@ -11,10 +11,10 @@ import pytest
 
 from hearth.engines.ports import free_port
 from hearth.errors import (
-    EngineCrashed,
-    EngineTimeout,
-    EngineUnavailable,
+    UpstreamDisconnected,
     UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
 )
 from hearth.upstream.client import EventStream, UpstreamClient, map_transport_errors
 from support.fault_upstream import chunk_event
@@ -81,30 +81,30 @@ async def test_post_relays_an_error_status_with_the_upstreams_message(
 
 
 async def test_post_answer_that_is_not_json_is_an_engine_error(upstream, client):
-    with pytest.raises(EngineCrashed, match="answered with something that is not JSON"):
+    with pytest.raises(UpstreamDisconnected, match="answered with something that is not JSON"):
         await client.post(upstream.url("/not-json"), BODY, WHAT)
 
 
 @pytest.mark.parametrize("path", ["/truncated", "/hangup"])
-async def test_post_broken_off_by_the_upstream_raises_engine_crashed(upstream, client, path):
-    with pytest.raises(EngineCrashed) as raised:
+async def test_post_broken_off_by_the_upstream_raises_upstream_disconnected(upstream, client, path):
+    with pytest.raises(UpstreamDisconnected) as raised:
         await client.post(upstream.url(path), BODY, WHAT)
     assert raised.value.status_code == 502
     assert raised.value.message.startswith(f"{WHAT} stopped while answering")
 
 
-async def test_post_to_a_closed_port_raises_engine_unavailable(client):
+async def test_post_to_a_closed_port_raises_upstream_unavailable(client):
     url = f"http://127.0.0.1:{free_port()}/v1/chat/completions"
-    with pytest.raises(EngineUnavailable) as raised:
+    with pytest.raises(UpstreamUnavailable) as raised:
         await client.post(url, BODY, WHAT)
     assert raised.value.status_code == 503
     assert raised.value.message.startswith(f"{WHAT} is not reachable")
 
 
-async def test_post_slower_than_the_timeout_raises_engine_timeout(upstream):
+async def test_post_slower_than_the_timeout_raises_upstream_timeout(upstream):
     impatient = UpstreamClient(timeout=0.3)
     try:
-        with pytest.raises(EngineTimeout) as raised:
+        with pytest.raises(UpstreamTimeout) as raised:
             await impatient.post(upstream.url("/slow?delay=30"), BODY, WHAT)
     finally:
         await impatient.aclose()
@@ -136,13 +136,13 @@ def _refused() -> aiohttp.ClientConnectorError:
 @pytest.mark.parametrize(
     ("raised", "mapped", "message"),
     [
-        (aiohttp.ConnectionTimeoutError("t"), EngineUnavailable, "did not accept a connection"),
-        (aiohttp.SocketTimeoutError("t"), EngineTimeout, "took too long to answer"),
-        (TimeoutError(), EngineTimeout, "took too long to answer"),
-        (_refused(), EngineUnavailable, "is not reachable"),
-        (aiohttp.ServerDisconnectedError(), EngineCrashed, "(ServerDisconnectedError)"),
-        (aiohttp.ClientPayloadError("p"), EngineCrashed, "(ClientPayloadError)"),
-        (aiohttp.ClientOSError(104, "reset"), EngineCrashed, "(ClientOSError)"),
+        (aiohttp.ConnectionTimeoutError("t"), UpstreamUnavailable, "did not accept a connection"),
+        (aiohttp.SocketTimeoutError("t"), UpstreamTimeout, "took too long to answer"),
+        (TimeoutError(), UpstreamTimeout, "took too long to answer"),
+        (_refused(), UpstreamUnavailable, "is not reachable"),
+        (aiohttp.ServerDisconnectedError(), UpstreamDisconnected, "(ServerDisconnectedError)"),
+        (aiohttp.ClientPayloadError("p"), UpstreamDisconnected, "(ClientPayloadError)"),
+        (aiohttp.ClientOSError(104, "reset"), UpstreamDisconnected, "(ClientOSError)"),
     ],
 )
 def test_transport_errors_map_to_hearth_errors(raised, mapped, message):
@@ -216,7 +216,7 @@ async def test_done_without_its_blank_line_still_ends_the_stream(upstream, clien
 async def test_a_stream_broken_mid_event_relays_only_whole_events(upstream, client, end):
     got: list[bytes] = []
     async with client.open_stream(upstream.url(f"/stream?end={end}"), BODY, WHAT) as stream:
-        with pytest.raises(EngineCrashed) as raised:
+        with pytest.raises(UpstreamDisconnected) as raised:
             await relay(stream, got)
         assert not stream.finished
 
@@ -226,10 +226,10 @@ async def test_a_stream_broken_mid_event_relays_only_whole_events(upstream, clie
 
 
 @pytest.mark.parametrize("end", ["clean", "eof"])
-async def test_a_stream_that_ends_without_done_raises_engine_crashed(upstream, client, end):
+async def test_a_stream_that_ends_without_done_raises_upstream_disconnected(upstream, client, end):
     got: list[bytes] = []
     async with client.open_stream(upstream.url(f"/stream?end={end}"), BODY, WHAT) as stream:
-        with pytest.raises(EngineCrashed, match="ended the stream before it was complete"):
+        with pytest.raises(UpstreamDisconnected, match="ended the stream before it was complete"):
             await relay(stream, got)
         assert not stream.finished
     assert b"".join(got) == events(3)
@@ -239,32 +239,32 @@ async def test_done_quoted_inside_an_event_is_not_the_end(upstream, client):
     url = upstream.url("/stream?events=2&fake_done=1&end=clean")
     got: list[bytes] = []
     async with client.open_stream(url, BODY, WHAT) as stream:
-        with pytest.raises(EngineCrashed, match="ended the stream before it was complete"):
+        with pytest.raises(UpstreamDisconnected, match="ended the stream before it was complete"):
             await relay(stream, got)
         assert not stream.finished
     assert b"".join(got) == events(2) + chunk_event(2, content="data: [DONE]")
 
 
-async def test_a_reset_connection_mid_stream_raises_engine_crashed(upstream, client):
+async def test_a_reset_connection_mid_stream_raises_upstream_disconnected(upstream, client):
     async with client.open_stream(upstream.url("/stream?events=2&end=reset"), BODY, WHAT) as s:
         relayed = s.events()
         got: list[bytes] = []
         while b"".join(got) != events(2):
             got.append(await asyncio.wait_for(anext(relayed), 10))
         upstream.release.set()  # now the upstream resets the connection
-        with pytest.raises(EngineCrashed, match="stopped while answering"):
+        with pytest.raises(UpstreamDisconnected, match="stopped while answering"):
             await asyncio.wait_for(anext(relayed), 10)
         assert not s.finished
     assert_whole_events(got)
 
 
-async def test_a_stalled_stream_raises_engine_timeout(upstream):
+async def test_a_stalled_stream_raises_upstream_timeout(upstream):
     impatient = UpstreamClient(timeout=0.5)
     got: list[bytes] = []
     try:
         url = upstream.url("/stream?events=1&end=stall")
         async with impatient.open_stream(url, BODY, WHAT) as stream:
-            with pytest.raises(EngineTimeout, match="took too long to answer"):
+            with pytest.raises(UpstreamTimeout, match="took too long to answer"):
                 await relay(stream, got)
     finally:
         await impatient.aclose()
@@ -303,23 +303,23 @@ async def test_open_stream_relays_an_error_status_before_streaming(
     assert raised.value.error_type == error_type
 
 
-async def test_open_stream_to_a_closed_port_raises_engine_unavailable(client):
+async def test_open_stream_to_a_closed_port_raises_upstream_unavailable(client):
     url = f"http://127.0.0.1:{free_port()}/v1/chat/completions"
-    with pytest.raises(EngineUnavailable, match="is not reachable"):
+    with pytest.raises(UpstreamUnavailable, match="is not reachable"):
         async with client.open_stream(url, BODY, WHAT):
             pytest.fail("unreachable")
 
 
-async def test_open_stream_hung_up_before_answering_raises_engine_crashed(upstream, client):
-    with pytest.raises(EngineCrashed, match="stopped while answering"):
+async def test_open_stream_hung_up_before_answering_raises_upstream_disconnected(upstream, client):
+    with pytest.raises(UpstreamDisconnected, match="stopped while answering"):
         async with client.open_stream(upstream.url("/hangup"), BODY, WHAT):
             pytest.fail("no answer came")
 
 
-async def test_open_stream_slower_than_the_timeout_raises_engine_timeout(upstream):
+async def test_open_stream_slower_than_the_timeout_raises_upstream_timeout(upstream):
     impatient = UpstreamClient(timeout=0.3)
     try:
-        with pytest.raises(EngineTimeout):
+        with pytest.raises(UpstreamTimeout):
             async with impatient.open_stream(upstream.url("/slow?delay=30"), BODY, WHAT):
                 pytest.fail("no answer came")
     finally:
@@ -395,7 +395,7 @@ async def test_a_server_that_dies_while_working_is_not_sent_the_request_again(cl
     server = OneAnswerPerConnection(answer_delay=0.8)
     url = await server.start()
     try:
-        with pytest.raises(EngineCrashed, match="stopped while answering"):
+        with pytest.raises(UpstreamDisconnected, match="stopped while answering"):
             await client.post(url, BODY, WHAT)
     finally:
         await server.close()

@@ -16,10 +16,7 @@ from hearth.auth.keys import KeyRecord, hash_key, new_key
 from hearth.budget import Budget
 from hearth.db.engine import utcnow
 from hearth.db.schema import api_keys, audit_log
-
-
-class KeyNotFound(LookupError):
-    pass
+from hearth.errors import KeyNotFound
 
 
 class KeyStore:

@@ -12,10 +12,11 @@ from typing import Any, TypeVar
 import click
 
 from hearth.auth.keys import parse_expiry
-from hearth.auth.store import KeyNotFound, KeyStore
+from hearth.auth.store import KeyStore
 from hearth.budget import Budget
 from hearth.cli.options import settings_from, settings_options
 from hearth.db.engine import create_engine, migrate, utcnow
+from hearth.errors import KeyNotFound
 
 T = TypeVar("T")
 

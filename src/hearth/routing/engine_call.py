@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from hearth.deployments.deployment import LocalDeployment
 from hearth.engines.supervisor import EngineSupervisor
-from hearth.errors import EngineCrashed, EngineUnavailable
+from hearth.errors import UpstreamDisconnected, UpstreamUnavailable
 from hearth.observability.request_id import REQUEST_ID_HEADER
 from hearth.observability.tracing import Tracing
 from hearth.routing.request import RoutedRequest
@@ -68,13 +68,13 @@ async def _to_engine(supervisor: EngineSupervisor, call: Callable[[str], Awaitab
         base = await supervisor.endpoint()
         try:
             return await call(base)
-        except EngineUnavailable:
+        except UpstreamUnavailable:
             if attempt == 2 or not await supervisor.connection_failed(base):
                 raise
             log.info(
                 "engine for %s was gone before the request reached it; retrying", supervisor.name
             )
-        except EngineCrashed:
+        except UpstreamDisconnected:
             await supervisor.connection_failed(base)
             raise
     raise AssertionError("unreachable")

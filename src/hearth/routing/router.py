@@ -26,13 +26,13 @@ from hearth.config import RoutingSettings
 from hearth.deployments.deployment import Deployment, LocalDeployment, RemoteDeployment
 from hearth.errors import (
     APIError,
-    EngineCrashed,
-    EngineError,
     EngineNotInstalled,
     InvalidRequest,
     ModelTooLarge,
     NoDeploymentAvailable,
     ServerBusy,
+    UpstreamDisconnected,
+    UpstreamError,
     UpstreamStatusError,
 )
 from hearth.observability.metrics import HearthMetrics
@@ -316,7 +316,7 @@ def _transient(exc: APIError) -> bool:
     """A failure of the deployment rather than of the request: worth a retry or a fallback."""
     if isinstance(exc, UpstreamStatusError):
         return exc.transient
-    return isinstance(exc, EngineError)
+    return isinstance(exc, UpstreamError)
 
 
 def _counts_against(exc: APIError) -> bool:
@@ -326,7 +326,7 @@ def _counts_against(exc: APIError) -> bool:
 
 def _falls_back(exc: APIError) -> bool:
     """Whether the next deployment may be tried: not for the client's own mistakes."""
-    return _counts_against(exc) or isinstance(exc, EngineCrashed | EngineNotInstalled)
+    return _counts_against(exc) or isinstance(exc, UpstreamDisconnected | EngineNotInstalled)
 
 
 def _with_attempts(exc: APIError, attempts: int) -> APIError:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hearth.deployments.deployment import Deployment
-from hearth.errors import APIError, EngineCrashed
+from hearth.errors import APIError, UpstreamDisconnected
 from hearth.routing.request import RoutedRequest
 from hearth.upstream.client import EVENT_ENDS, EventStream
 
@@ -77,7 +77,7 @@ async def relay(
     except APIError as exc:
         log.warning("stream from %s failed mid-way: %s", deployment.name, exc.message)
         deployment.stats.breaker.record_failure()
-        if isinstance(exc, EngineCrashed) and opened.on_crash is not None:
+        if isinstance(exc, UpstreamDisconnected) and opened.on_crash is not None:
             await opened.on_crash()
         yield error_event(exc)
     finally:

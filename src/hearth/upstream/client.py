@@ -19,10 +19,10 @@ import aiohttp
 
 from hearth.errors import (
     APIError,
-    EngineCrashed,
-    EngineTimeout,
-    EngineUnavailable,
+    UpstreamDisconnected,
     UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
 )
 
 # llama-server (cpp-httplib) closes idle keep-alive connections after 5 s. Reusing one just as
@@ -55,15 +55,15 @@ def map_transport_errors(what: str) -> Iterator[None]:
     try:
         yield
     except aiohttp.ConnectionTimeoutError:
-        raise EngineUnavailable(f"{what} did not accept a connection in time") from None
+        raise UpstreamUnavailable(f"{what} did not accept a connection in time") from None
     except TimeoutError:  # aiohttp's read timeouts are TimeoutErrors too
-        raise EngineTimeout(f"{what} took too long to answer") from None
+        raise UpstreamTimeout(f"{what} took too long to answer") from None
     except aiohttp.ClientConnectorError:
-        raise EngineUnavailable(
+        raise UpstreamUnavailable(
             f"{what} is not reachable; it may be restarting, retry shortly"
         ) from None
     except aiohttp.ClientError as exc:
-        raise EngineCrashed(
+        raise UpstreamDisconnected(
             f"{what} stopped while answering ({type(exc).__name__}); retry the request"
         ) from None
 
@@ -140,9 +140,9 @@ def _decode(body: bytes, what: str) -> dict[str, Any]:
     try:
         answer = json.loads(body)
     except ValueError:
-        raise EngineCrashed(f"{what} answered with something that is not JSON") from None
+        raise UpstreamDisconnected(f"{what} answered with something that is not JSON") from None
     if not isinstance(answer, dict):
-        raise EngineCrashed(f"{what} answered with JSON that is not an object")
+        raise UpstreamDisconnected(f"{what} answered with JSON that is not an object")
     return answer
 
 
@@ -249,8 +249,8 @@ class EventStream:
         self.finished = False  # saw the `data: [DONE]` end marker
 
     async def events(self) -> AsyncIterator[bytes]:
-        """Yield complete events (one or more per chunk). Raises EngineCrashed if the upstream
-        breaks off or ends without its end marker."""
+        """Yield complete events (one or more per chunk). Raises UpstreamDisconnected if the
+        upstream breaks off or ends without its end marker."""
         pending = b""
         with map_transport_errors(self._what):
             # Decoded bytes: an upstream may compress its stream (Content-Encoding: gzip).
@@ -270,4 +270,4 @@ class EventStream:
             self.finished = True
             yield pending + b"\n\n"
         if not self.finished:
-            raise EngineCrashed(f"{self._what} ended the stream before it was complete")
+            raise UpstreamDisconnected(f"{self._what} ended the stream before it was complete")

@@ -8,10 +8,11 @@ import struct
 
 import pytest
 
-from hearth.api.openai.embeddings import EmbeddingRequest, encode_base64
+from hearth.api.openai.embeddings import encode_base64
 from hearth.api.openai.rerank import RerankRequest, shape_results
-from hearth.errors import EngineError, InvalidRequest
+from hearth.errors import InvalidRequest, UpstreamError
 from hearth.wire.base import parse_request
+from hearth.wire.embeddings import EmbeddingRequest
 
 
 def test_base64_is_little_endian_float32() -> None:
@@ -37,7 +38,7 @@ def test_results_are_sorted_cut_to_top_n_and_carry_documents() -> None:
     "results", [None, [{"relevance_score": 1}], [{"index": 7, "relevance_score": 1}]]
 )
 def test_a_malformed_engine_answer_is_an_engine_error(results: object) -> None:
-    with pytest.raises(EngineError):
+    with pytest.raises(UpstreamError):
         shape_results(results, ["a"], None, False)
 
 

@@ -9,18 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hearth.api.services import services_of
 from hearth.auth.keys import parse_expiry
-from hearth.auth.store import KeyNotFound, KeyStore
+from hearth.auth.store import KeyStore
 from hearth.budget import Budget
 from hearth.db.engine import utcnow
-from hearth.errors import APIError, InvalidRequest
+from hearth.errors import InvalidRequest
 
 router = APIRouter(prefix="/admin", tags=["admin"])
-
-
-class NotFound(APIError):
-    status_code = 404
-    error_type = "invalid_request_error"
-    code = "not_found"
 
 
 class NewKey(BaseModel):
@@ -67,10 +61,7 @@ async def create_key(body: NewKey, request: Request) -> dict[str, Any]:
 
 @router.delete("/keys/{key}", summary="Revoke a key (by id, prefix or name)")
 async def revoke_key(key: str, request: Request) -> dict[str, Any]:
-    try:
-        record = await _store(request).revoke(key, actor="admin-api")
-    except KeyNotFound as exc:
-        raise NotFound(str(exc)) from None
+    record = await _store(request).revoke(key, actor="admin-api")  # KeyNotFound: 404
     await _refresh(request)
     return record.describe()
 

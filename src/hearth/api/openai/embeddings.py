@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from hearth.api.gateway import gateway_headers, run_pipeline
-from hearth.errors import EngineError, InvalidRequest
+from hearth.errors import InvalidRequest, UpstreamError
 from hearth.wire.base import parse_request
 from hearth.wire.embeddings import EmbeddingRequest
 from hearth.wire.outcome import Completion
@@ -29,7 +29,7 @@ async def create_embeddings(request: Request) -> Response:
     outcome = await run_pipeline(request, payload, "/v1/embeddings", capability="embeddings")
     if not isinstance(outcome, Completion):  # never: embeddings are not streamed
         await outcome.aclose()
-        raise EngineError("the engine streamed an answer that should have been one JSON body")
+        raise UpstreamError("the engine streamed an answer that should have been one JSON body")
     body = dict(outcome.body)
     if wanted == "base64":
         body["data"] = [_as_base64(item) for item in body.get("data") or []]

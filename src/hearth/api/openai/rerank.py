@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field, field_validator
 
 from hearth.api.gateway import gateway_headers, run_pipeline
-from hearth.errors import EngineError
+from hearth.errors import UpstreamError
 from hearth.wire.base import ModelRequest, OpenAIBaseModel, parse_request
 from hearth.wire.outcome import Completion
 
@@ -52,7 +52,7 @@ async def create_rerank(request: Request) -> Response:
     outcome = await run_pipeline(request, payload, "/v1/rerank", capability="rerank")
     if not isinstance(outcome, Completion):
         await outcome.aclose()
-        raise EngineError("the engine streamed an answer that should have been one JSON body")
+        raise UpstreamError("the engine streamed an answer that should have been one JSON body")
     body = dict(outcome.body)
     body["results"] = shape_results(body.get("results"), texts, wanted_top_n, return_documents)
     body.setdefault("object", "list")
@@ -64,15 +64,15 @@ def shape_results(
 ) -> list[dict[str, Any]]:
     """Engine results as [{index, relevance_score[, document]}], best first, top_n of them."""
     if not isinstance(results, list):
-        raise EngineError("the engine's rerank answer has no 'results' list")
+        raise UpstreamError("the engine's rerank answer has no 'results' list")
     shaped: list[dict[str, Any]] = []
     for item in results:
         if not isinstance(item, dict) or not isinstance(item.get("index"), int):
-            raise EngineError("the engine's rerank answer has a result without an 'index'")
+            raise UpstreamError("the engine's rerank answer has a result without an 'index'")
         index: int = item["index"]
         score = item.get("relevance_score", item.get("score"))
         if not 0 <= index < len(texts) or not isinstance(score, int | float):
-            raise EngineError("the engine's rerank answer has an invalid result")
+            raise UpstreamError("the engine's rerank answer has an invalid result")
         entry: dict[str, Any] = {"index": index, "relevance_score": float(score)}
         if return_documents:
             entry["document"] = {"text": texts[index]}
