@@ -243,15 +243,11 @@ def test_the_dashboard_shows_models_deployments_and_live_charts(
     expect(latency.locator("td").nth(1)).not_to_have_text("0")
     expect(latency.locator("td").nth(2)).to_contain_text("s")  # "12 ms" or "1.02 s"
 
-    usage = httpx.get(f"{dashboard_hearth.base_url}/admin/usage")
-    if usage.status_code == 404:
-        expect(page.locator("#usage-note")).to_have_text(
-            "Usage accounting is not available on this server."
-        )
-    else:  # the requests above are accounted, by model and by key (none: keys are off)
-        expect(page.locator("#usage-note")).to_have_text("")
-        expect(row("usage-model", "flaky")).to_be_visible()
-        expect(page.locator("#usage-key tbody")).to_contain_text("(no key)")
+    # The requests above are accounted, by model and by key (none: keys are off).
+    assert httpx.get(f"{dashboard_hearth.base_url}/admin/usage").status_code == 200
+    expect(page.locator("#usage-note")).to_have_text("")
+    expect(row("usage-model", "flaky")).to_be_visible()
+    expect(page.locator("#usage-key tbody")).to_contain_text("(no key)")
 
 
 def test_the_playground_streams_a_reply(page: Page, dashboard_hearth: HearthServer) -> None:

@@ -1,6 +1,12 @@
 """Ollama's /api/chat and /api/generate through a real `hearth serve` and the real engine, with the
 real `ollama` Python client: streamed and not, options, structured output, timing fields, and
-errors in Ollama's shape."""
+errors in Ollama's shape.
+
+A small base model's words are not predictable, so answers are compared with a twin: the OpenAI
+request the Ollama one should become, sent to the same server with greedy sampling and a seed
+(Hearth then turns the engine's prompt cache off, so both are evaluated alike). Same text, same
+token counts and the same finish mean the prompt, system, template and options were translated.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,11 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import ollama
+import openai
 import pytest
 
 from support.hearth_server import HearthServer
@@ -24,6 +32,14 @@ TIMINGS = (
     "eval_count",
     "eval_duration",
 )
+SEED = 4242
+GREEDY = {"temperature": 0, "seed": SEED}  # as Ollama options
+COUNTING = "1, 2, 3, 4,"  # a raw prompt the model goes on counting from, with commas
+
+
+@pytest.fixture
+def llm(hearth: HearthServer) -> openai.OpenAI:
+    return hearth.openai()
 
 
 @pytest.fixture
@@ -43,35 +59,65 @@ def assert_timings(reply: ollama.ChatResponse | ollama.GenerateResponse, most: i
     assert reply.total_duration >= parts - 1_000_000  # rounding to nanoseconds
 
 
-def test_chat(client: ollama.Client) -> None:
+def chat_twin(llm: openai.OpenAI, messages: list[Any], most: int) -> tuple[str, str, Any]:
+    """(text, finish_reason, usage) of the OpenAI chat completion an Ollama request should be."""
+    reply = llm.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=most, temperature=0, seed=SEED
+    )
+    choice = reply.choices[0]
+    return choice.message.content or "", choice.finish_reason, reply.usage
+
+
+def completion_twin(llm: openai.OpenAI, prompt: str, most: int) -> tuple[str, str, Any]:
+    """(text, finish_reason, usage) of the OpenAI text completion of a raw prompt."""
+    reply = llm.completions.create(
+        model=MODEL, prompt=prompt, max_tokens=most, temperature=0, seed=SEED
+    )
+    choice = reply.choices[0]
+    return choice.text, choice.finish_reason, reply.usage
+
+
+def assert_same_as_twin(
+    reply: ollama.ChatResponse | ollama.GenerateResponse,
+    text: str,
+    twin: tuple[str, str, Any],
+) -> None:
+    twin_text, finish, usage = twin
+    assert text == twin_text
+    assert reply.done is True and reply.done_reason == finish
+    assert (reply.prompt_eval_count, reply.eval_count) == (
+        usage.prompt_tokens,
+        usage.completion_tokens,
+    )
+
+
+def test_chat(client: ollama.Client, llm: openai.OpenAI) -> None:
+    messages = [{"role": "user", "content": "Name a colour."}]
     reply = client.chat(
-        model=f"{MODEL}:latest",
-        messages=[{"role": "user", "content": "Name a colour."}],
-        options={"num_predict": 8, "temperature": 0},
+        model=f"{MODEL}:latest", messages=messages, options={"num_predict": 8, **GREEDY}
     )
     assert reply.model == f"{MODEL}:latest"  # the name as the client gave it, as Ollama does
     assert reply.message.role == "assistant"
     assert isinstance(reply.message.content, str) and reply.message.content
-    assert reply.done is True and reply.done_reason in {"stop", "length"}
+    assert_same_as_twin(reply, reply.message.content, chat_twin(llm, messages, most=8))
     assert reply.created_at and reply.created_at.endswith("Z")
     assert_timings(reply, most=8)
 
 
-def test_chat_streamed(client: ollama.Client) -> None:
+def test_chat_streamed(client: ollama.Client, llm: openai.OpenAI) -> None:
+    messages = [{"role": "user", "content": "Count to five."}]
     parts = list(
         client.chat(
-            model=MODEL,
-            messages=[{"role": "user", "content": "Count to five."}],
-            options={"num_predict": 8, "temperature": 0},
-            stream=True,
+            model=MODEL, messages=messages, options={"num_predict": 8, **GREEDY}, stream=True
         )
     )
     assert len(parts) >= 2
     *pieces, last = parts
     assert all(p.done is False and p.message.role == "assistant" for p in pieces)
-    assert "".join(p.message.content or "" for p in pieces)
-    assert last.done is True and last.done_reason in {"stop", "length"}
+    text = "".join(p.message.content or "" for p in pieces)
+    assert text
     assert last.message.content == ""
+    assert_same_as_twin(last, text, chat_twin(llm, messages, most=8))
     assert_timings(last, most=8)
 
 
@@ -92,14 +138,16 @@ def test_chat_options_reach_the_engine(client: ollama.Client) -> None:
 
 
 def test_stop_option(client: ollama.Client) -> None:
-    reply = client.generate(
-        model=MODEL,
-        prompt="1, 2, 3, 4,",
-        raw=True,
-        options={"num_predict": 30, "temperature": 0, "stop": [","]},
-    )
-    assert "," not in (reply.response or "")
-    assert reply.done_reason == "stop"
+    def generate(**stop: list[str]) -> ollama.GenerateResponse:
+        options = {"num_predict": 12, **GREEDY, **stop}
+        return client.generate(model=MODEL, prompt=COUNTING, raw=True, options=options)
+
+    counted = generate().response or ""
+    assert counted.count(",") >= 2  # without a stop sequence the model writes commas ...
+    stopped = generate(stop=[","])
+    assert stopped.response == counted.split(",")[0]  # ... and with one it stops at the first
+    assert stopped.done_reason == "stop"
+    assert stopped.eval_count is not None and stopped.eval_count < 12
 
 
 def test_structured_output_follows_the_schema(client: ollama.Client) -> None:
@@ -119,52 +167,73 @@ def test_structured_output_follows_the_schema(client: ollama.Client) -> None:
     assert json.loads(reply.message.content or "")["colour"] in {"red", "green", "blue"}
 
 
-def test_generate(client: ollama.Client) -> None:
+def test_generate(client: ollama.Client, llm: openai.OpenAI) -> None:
+    """Without `raw`, the system and the prompt are a chat under the model's template."""
     reply = client.generate(
-        model=MODEL, prompt="Say hello.", system="Be brief.", options={"num_predict": 6}
+        model=MODEL,
+        prompt="Say hello.",
+        system="Be brief.",
+        options={"num_predict": 6, **GREEDY},
     )
     assert reply.model == MODEL
     assert isinstance(reply.response, str) and reply.response
-    assert reply.done is True
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Say hello."},
+    ]
+    assert_same_as_twin(reply, reply.response, chat_twin(llm, messages, most=6))
     assert_timings(reply, most=6)
 
 
-def test_generate_streamed_raw(client: ollama.Client) -> None:
+def test_generate_streamed_raw(client: ollama.Client, llm: openai.OpenAI) -> None:
+    """Counting never ends by itself: num_predict must end it, one line per generated token."""
     parts = list(
         client.generate(
             model=MODEL,
-            prompt="The capital of France is",
+            prompt=COUNTING,
             raw=True,
             stream=True,
-            options={"num_predict": 6, "temperature": 0},
+            options={"num_predict": 6, **GREEDY},
         )
     )
     *pieces, last = parts
-    assert pieces and all(p.done is False for p in pieces)
-    assert "".join(p.response or "" for p in pieces)
+    assert all(p.done is False and p.response for p in pieces)
     assert last.done is True and last.response == ""
+    assert last.done_reason == "length"
+    assert last.eval_count == len(pieces) == 6
+    text = "".join(p.response or "" for p in pieces)
+    assert_same_as_twin(last, text, completion_twin(llm, COUNTING, most=6))
     assert_timings(last, most=6)
 
 
-def test_raw_prompt_is_sent_as_is(client: ollama.Client) -> None:
-    """Without `raw` the chat template wraps the prompt, so the engine sees more tokens."""
-    raw = client.generate(model=MODEL, prompt="Hello there", raw=True, options={"num_predict": 1})
-    templated = client.generate(model=MODEL, prompt="Hello there", options={"num_predict": 1})
+def test_raw_prompt_is_sent_as_is(client: ollama.Client, llm: openai.OpenAI) -> None:
+    """With `raw` the prompt is a text completion; without, the chat template wraps it."""
+    options = {"num_predict": 4, **GREEDY}
+    raw = client.generate(model=MODEL, prompt="Hello there", raw=True, options=options)
+    templated = client.generate(model=MODEL, prompt="Hello there", options=options)
+    assert_same_as_twin(raw, raw.response or "", completion_twin(llm, "Hello there", most=4))
+    user = [{"role": "user", "content": "Hello there"}]
+    assert_same_as_twin(templated, templated.response or "", chat_twin(llm, user, most=4))
     assert raw.prompt_eval_count and templated.prompt_eval_count
     assert templated.prompt_eval_count > raw.prompt_eval_count
 
 
-def test_template_is_rendered_for_a_raw_prompt(client: ollama.Client) -> None:
-    plain = client.generate(model=MODEL, prompt="Hi", raw=True, options={"num_predict": 1})
+@pytest.mark.parametrize(
+    ("system", "rendered"),
+    [("You are terse.", "You are terse.\nQ: Hi\nA:"), (None, "Q: Hi\nA:")],
+)
+def test_template_is_rendered_for_a_raw_prompt(
+    client: ollama.Client, llm: openai.OpenAI, system: str | None, rendered: str
+) -> None:
+    """A `template` is rendered by Hearth and the result sent as a raw prompt."""
     wrapped = client.generate(
         model=MODEL,
         prompt="Hi",
-        system="You are terse.",
+        system=system or "",
         template="{{ if .System }}{{ .System }}\n{{ end }}Q: {{ .Prompt }}\nA:",
-        options={"num_predict": 1},
+        options={"num_predict": 4, **GREEDY},
     )
-    assert plain.prompt_eval_count and wrapped.prompt_eval_count
-    assert wrapped.prompt_eval_count > plain.prompt_eval_count + 4
+    assert_same_as_twin(wrapped, wrapped.response or "", completion_twin(llm, rendered, most=4))
 
 
 def test_unknown_model_is_404_in_ollama_shape(client: ollama.Client, hearth: HearthServer) -> None:

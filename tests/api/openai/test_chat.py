@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -121,32 +123,71 @@ def test_first_chunk_arrives_before_generation_ends(hearth: HearthServer) -> Non
     assert first_at < total / 3
 
 
+WEATHER_TOOL: Any = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
 def test_tools_are_accepted_and_answered(hearth: HearthServer) -> None:
-    tools = [
-        {
-            "type": "function",
-            "function": {
-                "name": "get_weather",
-                "description": "Weather for a city",
-                "parameters": {
-                    "type": "object",
-                    "properties": {"city": {"type": "string"}},
-                    "required": ["city"],
-                },
-            },
-        }
-    ]
+    """The tools reach the engine's prompt, and the answer is a well-formed chat completion.
+
+    What a 270M base model writes is not predictable, so the prompt is checked instead: the
+    reply's prompt_tokens must be exactly the engine's own rendering of these messages with
+    these tools (llama-server's /apply-template), and that rendering must describe the tool.
+    """
+    messages: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
     reply = client(hearth).chat.completions.create(
         model=MODEL,
-        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
-        tools=tools,  # type: ignore[arg-type]
+        messages=messages,
+        tools=[WEATHER_TOOL],
+        tool_choice="auto",
         max_tokens=32,
         temperature=0,
     )
-    choice = reply.choices[0]
-    # A 270M base model may or may not call the tool; either way the answer is well formed.
-    assert choice.message.content is not None or choice.message.tool_calls
-    assert reply.usage is not None and reply.usage.prompt_tokens > 20
+    engine = _engine_url(hearth)
+    with_tools = _rendered_tokens(engine, {"messages": messages, "tools": [WEATHER_TOOL]})
+    without_tools = _rendered_tokens(engine, {"messages": messages})
+    assert with_tools > without_tools + 20  # the description of the tool is in the prompt
+    assert reply.usage is not None
+    assert reply.usage.prompt_tokens == with_tools
+
+    assert reply.object == "chat.completion" and reply.model == MODEL
+    [choice] = reply.choices
+    assert choice.message.role == "assistant"
+    assert 0 < reply.usage.completion_tokens <= 32
+    # Whichever the model chose, the finish reason agrees with the message's shape.
+    if choice.message.tool_calls:
+        assert choice.finish_reason == "tool_calls"
+        for call in choice.message.tool_calls:
+            assert call.id and call.type == "function"
+            assert call.function.name == "get_weather"
+            assert isinstance(json.loads(call.function.arguments), dict)
+    else:
+        assert choice.finish_reason in {"stop", "length"}
+        assert choice.message.content
+
+
+def _rendered_tokens(engine_url: str, body: dict[str, object]) -> int:
+    """How many tokens the engine's chat template makes of a request body."""
+    rendered = httpx.post(f"{engine_url}/apply-template", json=body, timeout=30)
+    rendered.raise_for_status()
+    prompt = rendered.json()["prompt"]
+    if "tools" in body:
+        assert "get_weather" in prompt and "Weather for a city" in prompt
+    # As the engine does for a chat prompt: with the model's BOS token added.
+    tokenize = {"content": prompt, "add_special": True}
+    tokens = httpx.post(f"{engine_url}/tokenize", json=tokenize, timeout=30)
+    tokens.raise_for_status()
+    return len(tokens.json()["tokens"])
 
 
 def test_json_response_format_gives_json(hearth: HearthServer) -> None:
