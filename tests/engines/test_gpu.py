@@ -15,7 +15,6 @@ from hearth.engines.gpu import (
     default_gpu_layers,
     detect_accelerators,
     parse_nvidia_smi,
-    preferred_engine,
     vram_budget,
 )
 
@@ -53,9 +52,6 @@ def test_nvidia_gpus_are_read_from_nvidia_smi(
     assert "nounits" in args.read_text()
     assert default_gpu_layers(found) == ALL_LAYERS
     assert vram_budget(found, 0.5) == 81000 * 1024 * 1024 // 2
-    assert preferred_engine("gguf", found, lambda kind: True) == "llama.cpp"
-    assert preferred_engine("folder", found, lambda kind: kind == "vllm") == "vllm"
-    assert preferred_engine("folder", found, lambda kind: False) == "transformers"
 
 
 def test_a_failing_nvidia_smi_means_no_gpu_and_says_why(
@@ -78,7 +74,6 @@ def test_no_nvidia_smi_and_not_a_mac_is_cpu_only(monkeypatch: pytest.MonkeyPatch
     found = detect_accelerators()
     assert found == Accelerators("none", detail=found.detail)
     assert found.gpus == ()
-    assert preferred_engine("folder", found, lambda kind: True) == "transformers"
 
 
 def test_apple_silicon_is_a_metal_gpu_with_unified_memory(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,7 +83,6 @@ def test_apple_silicon_is_a_metal_gpu_with_unified_memory(monkeypatch: pytest.Mo
     assert found.kind == "metal"
     assert found.memory_total > 0
     assert default_gpu_layers(found) == ALL_LAYERS
-    assert preferred_engine("folder", found, lambda kind: kind == "mlx") == "mlx"
 
 
 def test_garbage_rows_are_skipped() -> None:

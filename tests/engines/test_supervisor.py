@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from hearth.engines.supervisor import EngineState, EngineSupervisor, SupervisorPolicy
-from hearth.errors import EngineUnavailable
+from hearth.errors import UpstreamUnavailable
 from support.fake_launcher import FakeLauncher
 
 FAST = SupervisorPolicy(
@@ -112,7 +112,7 @@ async def test_an_engine_that_always_crashes_while_loading_fails_fast(
         FakeLauncher(CRASH_WHILE_LOADING), startup_timeout=120, backoff_initial=60, backoff_max=60
     )
 
-    with pytest.raises(EngineUnavailable) as raised:
+    with pytest.raises(UpstreamUnavailable) as raised:
         await asyncio.wait_for(supervisor.endpoint(), 20)  # well below startup_timeout
     assert supervisor.state is EngineState.FAILED
     message = raised.value.message
@@ -124,7 +124,7 @@ async def test_an_engine_that_always_crashes_while_loading_fails_fast(
     assert "fatal: model file is corrupt" in caplog.text
 
     # While it stays FAILED, asking again fails at once.
-    with pytest.raises(EngineUnavailable, match="exited with code 7 while loading"):
+    with pytest.raises(UpstreamUnavailable, match="exited with code 7 while loading"):
         await asyncio.wait_for(supervisor.endpoint(), 1)
 
     # Stopping interrupts the backoff.
@@ -152,7 +152,7 @@ async def test_a_failing_restart_makes_endpoint_fail_fast(make_supervisor, proce
 
     await eventually(lambda: supervisor.state is EngineState.FAILED, "FAILED")
     # It keeps retrying; whether caught FAILED or between two attempts, the answer comes quickly.
-    with pytest.raises(EngineUnavailable, match="exited with code 7 while loading"):
+    with pytest.raises(UpstreamUnavailable, match="exited with code 7 while loading"):
         await asyncio.wait_for(supervisor.endpoint(), 20)
     assert supervisor.restarts == 1
 
@@ -201,7 +201,7 @@ async def test_stop_leaves_no_process(make_supervisor, processes, tmp_path):
     assert supervisor.process.returncode == -signal.SIGTERM
     assert await processes.wait_gone(engine_pid, timeout=5)
     assert await processes.wait_gone(grandchild, timeout=5)
-    with pytest.raises(EngineUnavailable, match="shutting down"):
+    with pytest.raises(UpstreamUnavailable, match="shutting down"):
         await asyncio.wait_for(supervisor.endpoint(), 1)
 
 

@@ -14,17 +14,15 @@ from rich.table import Table
 from hearth import __version__
 from hearth.cli.options import settings_from, settings_options
 from hearth.engines.gpu import detect_accelerators
-from hearth.engines.llama_cpp.locate import engine_version, locate_llama_server
-from hearth.engines.status import other_engines
-from hearth.errors import SetupError
+from hearth.engines.registry import default_registry
 from hearth.models.bundled import BUNDLED_MODEL_NAME, bundled_model_path
 
 
 @click.command()
 @settings_options
 def doctor(config_file: Path | None, data_dir: Path | None) -> None:
-    """Check the engines (every kind: available or not, version, what to install), the GPU,
-    the bundled model and the data folder."""
+    """Check the GPU, the engines (every registered one: available or not, version, what to
+    install), the bundled model and the data folder."""
     settings = settings_from(config_file, data_dir=data_dir)
     machine = f"{platform.system()} {platform.machine()}"
     table = Table(title=f"Hearth {__version__} on {machine}, Python {platform.python_version()}")
@@ -33,31 +31,22 @@ def doctor(config_file: Path | None, data_dir: Path | None) -> None:
     table.add_column("details / fix", overflow="fold")
     problems = 0
 
-    try:
-        found = locate_llama_server(settings.llama_server, settings.tools_dir)
-        version = engine_version(found.path)
-        table.add_row(
-            "llama.cpp engine",
-            "[green]ok[/]",
-            f"{found.path} (from {found.source}), version {version}",
-        )
-    except SetupError as exc:
-        problems += 1
-        table.add_row("llama.cpp engine", "[red]missing[/]", str(exc))
-
     accelerators = detect_accelerators()
     table.add_row(
         "GPU",
         "[green]found[/]" if accelerators.gpus else "[yellow]none[/]",
         accelerators.describe(),
     )
-    for status in other_engines(accelerators):
+    for status in default_registry().statuses(settings, accelerators):
         version = f"version {status.version}: " if status.version else ""
-        table.add_row(
-            f"{status.engine} engine",
-            "[green]ok[/]" if status.available else "[yellow]not available[/]",
-            version + status.detail,
-        )
+        if status.available:
+            state = "[green]ok[/]"
+        elif status.required:
+            problems += 1
+            state = "[red]missing[/]"
+        else:
+            state = "[yellow]not available[/]"
+        table.add_row(f"{status.engine} engine", state, version + status.detail)
 
     model = bundled_model_path(settings.models_dir)
     if model.is_file():

@@ -49,6 +49,7 @@ class LocalDeployment:
     memory_bytes: int = 0  # estimated need when loaded, for the scheduler's budget
     slots: int = 1  # requests the engine decodes at once; more wait in Hearth's queue
     defaults: dict[str, Any] = field(default_factory=dict)  # request fields the client left out
+    max_output_tokens: int = 4096  # the most one request may generate (settings: same name)
     created: int = field(default_factory=lambda: int(time.time()))
     price: Price = field(default_factory=Price)
     # Why it cannot be loaded (its engine is not installed); requests get a 503 saying so.

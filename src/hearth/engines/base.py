@@ -3,21 +3,53 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
+
+from hearth.config import EngineSettings
+
+# What routing checks a model serves, and what model listings show (tools included).
+LISTED = ("chat", "completion", "embeddings", "rerank", "tools")
 
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a loaded model can be asked for; endpoints check these before forwarding."""
+    """What a loaded model can be asked for, as data: endpoints check these before forwarding,
+    and protocols ask them instead of asking which engine it is."""
 
     chat: bool = False
     completion: bool = False
     embeddings: bool = False
     rerank: bool = False
-    tools: bool = False
+    tools: bool = False  # passes `tools` to the model's chat template
+    streaming: bool = True  # chat and completion answers can be streamed
+    vision: bool = False  # chat messages may carry images
+    # The engine renders a conversation with the model's template and tokenizes it (llama-server's
+    # /apply-template and /tokenize), so input tokens can be counted exactly without generating.
+    token_counting: bool = False
+
+    @classmethod
+    def for_task(cls, task: str, tools: bool = False) -> Capabilities:
+        """What a model serving one task (chat, embeddings, rerank) can be asked for."""
+        if task == "embeddings":
+            return cls(embeddings=True)
+        if task == "rerank":
+            return cls(rerank=True)
+        return cls(chat=True, completion=True, tools=tools)
 
     def names(self) -> list[str]:
-        return [name for name, on in vars(self).items() if on]
+        """The tasks it serves (chat, completion, embeddings, rerank) and `tools`."""
+        return [name for name in LISTED if getattr(self, name)]
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """The one file on disk an engine loads a model from (a GGUF), with the chat template and
+    the settings it is loaded with: what Ollama's listings show about a local model."""
+
+    path: Path
+    settings: EngineSettings
+    chat_template: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -27,6 +59,8 @@ class EngineCommand:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     health_path: str = "/health"
+    # What to tell the user when the health path answers 404 (the server has no such endpoint).
+    health_hint: str = ""
 
 
 class Launcher(Protocol):
@@ -37,6 +71,11 @@ class Launcher(Protocol):
 
     @property
     def capabilities(self) -> Capabilities: ...
+
+    @property
+    def model_file(self) -> ModelFile | None:
+        """The model file it loads, when it is one file on disk (a GGUF); else None."""
+        ...
 
     def command(self, host: str, port: int) -> EngineCommand: ...
 

@@ -1,6 +1,6 @@
 """Which accelerators this machine has (NVIDIA GPUs through `nvidia-smi`, Apple silicon's Metal
-GPU through the platform), and the defaults that follow from them: llama.cpp GPU layers, a VRAM
-budget, and which engine a model format prefers."""
+GPU through the platform), and the defaults that follow from them: llama.cpp GPU layers and a
+VRAM budget. (Which engine a model format prefers on this hardware is each engine's claim.)"""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import os
 import platform
 import shutil
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -112,21 +111,3 @@ def vram_budget(accelerators: Accelerators, fraction: float = 0.9) -> int | None
     if not accelerators.gpus:
         return None
     return int(accelerators.memory_free * fraction)
-
-
-ModelFormat = Literal["gguf", "folder"]
-
-
-def preferred_engine(
-    model_format: ModelFormat, accelerators: Accelerators, installed: Callable[[str], bool]
-) -> str:
-    """The engine a model format prefers on this hardware: GGUF files always go to llama.cpp;
-    a Hugging Face folder goes to vLLM on NVIDIA, MLX on Apple silicon (when installed), and
-    otherwise to Hearth's transformers worker."""
-    if model_format == "gguf":
-        return "llama.cpp"
-    if accelerators.kind == "nvidia" and installed("vllm"):
-        return "vllm"
-    if accelerators.kind == "metal" and installed("mlx"):
-        return "mlx"
-    return "transformers"

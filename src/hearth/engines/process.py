@@ -21,16 +21,12 @@ from pathlib import Path
 import httpx
 
 from hearth.engines.base import EngineCommand
-from hearth.errors import HearthError
+from hearth.errors import EngineStartError
 
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 LOG_ROTATE_BYTES = 20 * 1024 * 1024
-
-
-class EngineStartError(HearthError):
-    """The engine exited or never became healthy while loading."""
 
 
 def die_with_parent_hook() -> Callable[[], None] | None:
@@ -119,7 +115,8 @@ class EngineProcess:
         log.debug("engine pid %s started on port %s", self._proc.pid, self.port)
 
     async def wait_ready(self, client: httpx.AsyncClient, timeout: float) -> None:
-        """Poll the health endpoint until it answers 200; fail early if the process exits."""
+        """Poll the health endpoint until it answers 200; fail early if the process exits or
+        the endpoint does not exist (404)."""
         assert self._proc is not None
         url = self.base_url + self.command.health_path
         deadline = time.monotonic() + timeout
@@ -134,6 +131,13 @@ class EngineProcess:
                 response = await client.get(url, timeout=2.0)
                 if response.status_code == 200:
                     return
+                if response.status_code == 404:
+                    # Up, but without that endpoint: waiting longer will not help.
+                    hint = self.command.health_hint
+                    raise EngineStartError(
+                        f"engine has no health check at {self.command.health_path} (it answers "
+                        f"404 Not Found){'; ' + hint if hint else ''}; see {self.log_path}"
+                    )
             if time.monotonic() > deadline:
                 raise EngineStartError(
                     f"engine did not become ready within {timeout:.0f}s; see {self.log_path}\n"

@@ -20,8 +20,8 @@ import httpx
 
 from hearth.engines.base import Launcher
 from hearth.engines.ports import free_port
-from hearth.engines.process import EngineProcess, EngineStartError, describe_exit
-from hearth.errors import EngineUnavailable
+from hearth.engines.process import EngineProcess, describe_exit
+from hearth.errors import EngineStartError, EngineUnavailable
 
 log = logging.getLogger(__name__)
 

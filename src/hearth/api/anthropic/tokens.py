@@ -1,10 +1,11 @@
 """Counting a conversation's input tokens for POST /v1/messages/count_tokens.
 
-For a model served by llama.cpp the count is exact: the engine renders the conversation with the
-model's chat template (`/apply-template`, tools included) and tokenizes the result
-(`/tokenize`), so it equals the `input_tokens` a request with the same conversation reports. The
-model is loaded for it if it is not. For any other upstream it is an estimate: the characters of
-the rendered messages and tool definitions divided by four, rounded up.
+For a model whose engine can count tokens (`token_counting`: llama.cpp) the count is exact: the
+engine renders the conversation with the model's chat template (`/apply-template`, tools
+included) and tokenizes the result (`/tokenize`), so it equals the `input_tokens` a request with
+the same conversation reports. The model is loaded for it if it is not. For any other upstream it
+is an estimate: the characters of the rendered messages and tool definitions divided by four,
+rounded up.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 from starlette.requests import Request
 
 from hearth.api.services import services_of
-from hearth.engines.llama_cpp.launcher import LlamaServerLauncher
 from hearth.observability.request_id import REQUEST_ID_HEADER
 
 CHARS_PER_TOKEN = 4
@@ -28,7 +28,7 @@ async def count_input_tokens(request: Request, model: str, chat: dict[str, Any])
     route = services.catalogue.resolve(model)
     request.state.model = route.name
     deployment = route.local
-    if deployment is None or not isinstance(deployment.launcher, LlamaServerLauncher):
+    if deployment is None or not deployment.capabilities.token_counting:
         return estimate_tokens(chat)
     loaded = await services.scheduler.make_room_and_load(deployment)
     base = await loaded.supervisor.endpoint()

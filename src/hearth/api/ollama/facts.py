@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hearth.deployments.deployment import LocalDeployment, Route
-from hearth.engines.llama_cpp.launcher import LlamaServerLauncher
+from hearth.engines.base import ModelFile
 from hearth.errors import ModelStoreError
 from hearth.models.gguf_info import GGUFInfo, parameter_size, read_gguf_header, read_gguf_info
 from hearth.models.store import ModelStore, StoredModel
@@ -33,9 +33,14 @@ class ModelFacts:
         return self.route.local
 
     @property
-    def launcher(self) -> LlamaServerLauncher | None:
-        launcher = self.local.launcher if self.local is not None else None
-        return launcher if isinstance(launcher, LlamaServerLauncher) else None
+    def file(self) -> ModelFile | None:
+        """The model file its engine loads (a GGUF), with its template and load settings."""
+        return self.local.launcher.model_file if self.local is not None else None
+
+    @property
+    def launcher(self) -> ModelFile | None:
+        """The same as `file`, under the name api/ollama/models.py still reads."""
+        return self.file
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -96,10 +101,10 @@ class ModelFacts:
     def template(self) -> str:
         if self.info is not None and self.info.chat_template:
             return self.info.chat_template
-        launcher = self.launcher
-        if launcher is not None and launcher.chat_template_file is not None:
+        file = self.file
+        if file is not None and file.chat_template is not None:
             with contextlib.suppress(OSError):
-                return launcher.chat_template_file.read_text()
+                return file.chat_template.read_text()
         return ""
 
     def model_info(self) -> dict[str, Any]:
@@ -126,8 +131,8 @@ class ModelFacts:
     def parameters(self) -> str:
         """Ollama's `parameters` text: the model's request defaults and its context size."""
         values = self.defaults
-        if self.launcher is not None:
-            values["num_ctx"] = self.launcher.settings.ctx_size
+        if self.file is not None:
+            values["num_ctx"] = self.file.settings.ctx_size
         return "\n".join(f"{key:<30} {_parameter(value)}" for key, value in values.items())
 
     def modelfile(self) -> str:
@@ -143,8 +148,8 @@ class ModelFacts:
 def model_facts(name: str, route: Route, store: ModelStore) -> ModelFacts:
     """The facts of one catalogue entry (reads the disk: call it in a worker thread)."""
     local = route.local
-    launcher = local.launcher if local is not None else None
-    path = launcher.model_path if isinstance(launcher, LlamaServerLauncher) else None
+    file = local.launcher.model_file if local is not None else None
+    path = file.path if file is not None else None
     stored = _stored(local.name, path, store) if local is not None else None
     info = None
     if path is not None:

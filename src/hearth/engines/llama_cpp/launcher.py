@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hearth.config import EngineSettings
-from hearth.engines.base import Capabilities, EngineCommand
+from hearth.engines.base import Capabilities, EngineCommand, ModelFile
 from hearth.engines.llama_cpp.locate import not_installed
 from hearth.errors import InvalidRequest, SetupError
 
@@ -33,10 +33,16 @@ class LlamaServerLauncher:
     alias: str
     settings: EngineSettings
     chat_template_file: Path | None = None
-    capabilities: Capabilities = field(default=Capabilities(chat=True, completion=True, tools=True))
+    capabilities: Capabilities = field(
+        default=Capabilities(chat=True, completion=True, tools=True, token_counting=True)
+    )
     kind: str = "llama.cpp"
     task: str = "chat"  # or "embeddings", "rerank": what the model's metadata says it is
     pooling: str | None = None  # from the metadata; llama.cpp's own default when unset
+
+    @property
+    def model_file(self) -> ModelFile:
+        return ModelFile(self.model_path, self.settings, self.chat_template_file)
 
     def command(self, host: str, port: int) -> EngineCommand:
         if self.binary is None:

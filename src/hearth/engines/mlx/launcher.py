@@ -49,6 +49,10 @@ class MLXLauncher:
     python: str = sys.executable
     capabilities: Capabilities = field(default=Capabilities(chat=True, completion=True))
 
+    @property
+    def model_file(self) -> None:
+        return None  # no single model file for Ollama's listings to read
+
     def command(self, host: str, port: int) -> EngineCommand:
         argv = [
             self.python, "-m", SERVERS[self.kind][2],

@@ -53,6 +53,10 @@ class TransformersLauncher:
     python: str = sys.executable
     kind: str = "transformers"
 
+    @property
+    def model_file(self) -> None:
+        return None  # no single model file for Ollama's listings to read
+
     def command(self, host: str, port: int) -> EngineCommand:
         argv = [
             self.python, "-m", "hearth.engines.transformers.worker",

@@ -47,6 +47,10 @@ class VLLMLauncher:
     capabilities: Capabilities = field(default=Capabilities(chat=True, completion=True, tools=True))
     kind: str = "vllm"
 
+    @property
+    def model_file(self) -> None:
+        return None  # no single model file for Ollama's listings to read
+
     def command(self, host: str, port: int) -> EngineCommand:
         s = self.settings
         argv = [
