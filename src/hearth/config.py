@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -171,8 +172,15 @@ class CacheSettings(_Strict):
     )
 
 
-EngineKind = Literal["llama.cpp", "transformers", "vllm", "mlx", "mlx-vlm"]
 Task = Literal["chat", "embeddings", "rerank"]
+
+
+def _split_command(value: Any) -> Any:
+    """A command line given as one string is split as a POSIX shell would (no shell runs it)."""
+    return shlex.split(value) if isinstance(value, str) else value
+
+
+CommandLine = Annotated[list[str], BeforeValidator(_split_command)]
 
 
 class VLLMSettings(_Strict):
@@ -213,10 +221,12 @@ class ModelSettings(_Strict):
         description="The stored model it serves (see `hearth ls`), a path to a .gguf file or to "
         "a Hugging Face model folder (or, for vLLM and MLX, a hub repository id)."
     )
-    engine: EngineKind | None = Field(
+    engine: str | None = Field(
         None,
-        description="Which engine serves it; default by format: a .gguf → llama.cpp, a model "
-        "folder → transformers (vLLM with an NVIDIA GPU, MLX on Apple silicon, when installed).",
+        description="Which engine serves it: llama.cpp, transformers, vllm, mlx, mlx-vlm, command "
+        "(or one an installed package registers); default by format: a .gguf → llama.cpp, a "
+        "model folder → transformers (vLLM with an NVIDIA GPU, MLX on Apple silicon, when "
+        "installed), an entry with a `command` → command.",
     )
     task: Task | None = Field(
         None, description="chat, embeddings or rerank; default: from the model's metadata."
@@ -239,7 +249,35 @@ class ModelSettings(_Strict):
     keep_alive: Duration | None = Field(
         None, description="Idle time before unloading (0: after each request; negative: never)."
     )
+    max_output_tokens: int | None = Field(
+        None, ge=1, description="Most tokens one request may generate (default: the global one)."
+    )
     extra_args: list[str] | None = None
+    command: CommandLine | None = Field(
+        None,
+        min_length=1,
+        description="command engine: the server's command line (a list, or one string split as "
+        "a shell would) with {port} (required), {host} and {model} filled in at each start.",
+    )
+    health_path: str | None = Field(
+        None,
+        pattern=r"^/",
+        description="command engine: the path answering 200 once the server is ready; "
+        "default /health (e.g. /v1/models for servers without one).",
+    )
+    served_model: str | None = Field(
+        None,
+        description="command engine: the `model` name its server expects in requests; "
+        "default: the entry's `model`.",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="command engine: extra environment variables."
+    )
+    memory: ByteSize | None = Field(
+        None,
+        description="command engine: memory its server takes, e.g. '6GiB', counted against "
+        "memory_budget; default 0.",
+    )
     price: Price = Field(default_factory=Price, description="Amortised price, for cost reports.")
     defaults: dict[str, Any] = Field(
         default_factory=dict,
@@ -305,6 +343,17 @@ class Settings(_Strict):
     max_request_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names (besides localhost, 127.0.0.1, ::1 and the bound address) that "
+        "requests may address, e.g. a reverse proxy's name; '*.example.com' for subdomains, "
+        "'*' for any. Empty on a non-loopback host: any name.",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Web page origins (scheme://host[:port]) that may call Hearth from a "
+        "browser, answered with CORS; '*' for any. Other pages' requests get 403.",
+    )
     upstream_timeout: float = Field(
         600.0, gt=0, description="Seconds an engine may take to answer one request."
     )
@@ -328,6 +377,23 @@ class Settings(_Strict):
     )
     load_queue_size: int = Field(
         32, ge=0, description="Requests that may wait for room to load a model before 503."
+    )
+    request_queue_timeout: Duration = Field(
+        120.0,
+        gt=0,
+        description="Seconds a request may wait for a model's free slot before 503 + Retry-After.",
+    )
+    max_output_tokens: int = Field(
+        4096,
+        ge=1,
+        description="Most tokens a local model generates for one request: a request asking for "
+        "more is refused, one asking for none gets this (per model: max_output_tokens).",
+    )
+    shutdown_drain: Duration = Field(
+        60.0,
+        ge=0,
+        description="Seconds a stopping Hearth lets answers in progress finish; then streams end "
+        "with an error event and other requests get 503.",
     )
     models: dict[str, ModelSettings] = Field(
         default_factory=dict, description="Servable models by public name, besides the bundled one."
