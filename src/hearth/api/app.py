@@ -22,6 +22,7 @@ from hearth.api.admin import usage as admin_usage
 from hearth.api.admin.latency_window import LatencyWindow
 from hearth.api.auth_guard import AuthGuard
 from hearth.api.body_limit import BodySizeLimit
+from hearth.api.browser_guard import BrowserGuard, BrowserPolicy
 from hearth.api.errors import install_error_handlers
 from hearth.api.hot_routes import hot_routes
 from hearth.api.observe import RequestObserver
@@ -92,6 +93,8 @@ def create_app(settings: Settings, reload_settings: SettingsLoader | None = None
     app.state.latency_window = LatencyWindow()  # the dashboard's recent percentiles
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(AuthGuard)  # keys; inside the observer, so refusals are logged too
+    # Host and Origin (DNS rebinding, CSRF): before keys and bodies, inside the observer.
+    app.add_middleware(BrowserGuard, policy=BrowserPolicy.from_settings(settings))
     # Outermost: sees every answer.
     app.add_middleware(RequestObserver, metrics=metrics, tracing=tracing)
     install_error_handlers(app)
