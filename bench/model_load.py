@@ -50,7 +50,7 @@ from common import (
 from hearth.config import EngineSettings, Settings
 from hearth.deployments.build import build_catalogue
 from hearth.deployments.deployment import LocalDeployment
-from hearth.engines.llama_cpp.launcher import LlamaServerLauncher
+from hearth.engines.base import ModelFile
 from hearth.engines.llama_cpp.locate import engine_version, locate_llama_server
 from hearth.engines.ports import free_port
 from hearth.errors import HearthError
@@ -467,7 +467,7 @@ def hearth_config(
     catalogue = build_catalogue(probe, binary, bundled_model_path(probe.models_dir))
     deployments = {model: catalogue.local(model) for model in MODELS}
     for name, deployment in deployments.items():
-        if not isinstance(deployment.launcher, LlamaServerLauncher):
+        if deployment.launcher.model_file is None:
             raise BenchError(f"{name} is not served by llama-server")
     needs = sorted(d.memory_bytes for d in deployments.values())
     budget_mb = (needs[1] + needs[0] // 2) // 10**6
@@ -477,9 +477,11 @@ def hearth_config(
     return config, deployments
 
 
-def launcher(deployment: LocalDeployment) -> LlamaServerLauncher:
-    assert isinstance(deployment.launcher, LlamaServerLauncher)  # checked in hearth_config
-    return deployment.launcher
+def launcher(deployment: LocalDeployment) -> ModelFile:
+    """How llama-server loads the model: its file, settings and chat template."""
+    model_file = deployment.launcher.model_file
+    assert model_file is not None  # checked in hearth_config
+    return model_file
 
 
 def benchmark(
@@ -521,7 +523,7 @@ def benchmark(
         str(data_dir): "<data-dir>",
         str(config_path): "<config.yaml>",
         sys.executable: "python",
-        str(launcher(deployments[BIG]).chat_template_file): f"<hearth>/{BUNDLED_TEMPLATE}.jinja",
+        str(launcher(deployments[BIG]).chat_template): f"<hearth>/{BUNDLED_TEMPLATE}.jinja",
     }
     commands = {HEARTH: shown(argv, replacements)}
     for name, deployment in deployments.items():

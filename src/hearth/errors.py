@@ -19,6 +19,9 @@ HearthError
     ├── RateLimited             429  a key's or team's requests or tokens per minute ran out
     ├── QuotaExceeded           429  a key's or team's budget for the period is spent
     ├── ServerBusy              503  no room to load a model and the wait queue is full
+    ├── DatabaseUnavailable     503  the key or usage database cannot be reached (admin actions)
+    ├── ClientDisconnected      499  the client hung up first; its work was cancelled (logged only)
+    ├── ShuttingDown            503  Hearth stopped before this answer was ready
     ├── EngineNotInstalled      503  a local model's engine is missing from this machine
     ├── NoDeploymentAvailable   503  every deployment of a model failed or has its circuit open
     ├── UpstreamStatusError     4xx/5xx  a deployment refused the request: its status relayed
@@ -26,6 +29,7 @@ HearthError
         ├── UpstreamUnavailable   503  not reachable, or not accepting connections in time
         │   └── EngineUnavailable 503  a local engine is loading, restarting or failed to start
         ├── UpstreamDisconnected  502  the connection broke mid-answer, or the answer was malformed
+        ├── EngineFailed          502  a local engine answered a request with a server error
         └── UpstreamTimeout       504  no answer (or no next chunk) within the timeout
 """
 
@@ -175,6 +179,19 @@ class ServerBusy(APIError):
         self.headers = {"retry-after": str(retry_after)}
 
 
+class DatabaseUnavailable(APIError):
+    """The database (keys, usage) could not be reached for an action that needs it, such as
+    creating a key or a usage report. Requests keep being served from the cached keys."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "database_unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.headers = {"retry-after": "5"}
+
+
 class UpstreamError(APIError):
     """A deployment could not answer: worth a retry or the next deployment."""
 
@@ -191,6 +208,30 @@ class EngineUnavailable(UpstreamUnavailable):
     """A local engine is not ready; the message says why (loading, restarting, start failed)."""
 
     code = "engine_unavailable"
+
+
+class ClientDisconnected(APIError):
+    """The client hung up before its answer was ready; the work for it was cancelled. Nobody
+    reads this answer: it exists so usage, logs and metrics record what happened (499, as
+    nginx writes it)."""
+
+    status_code = 499
+    error_type = "invalid_request_error"
+    code = "client_closed_request"
+
+
+class ShuttingDown(APIError):
+    """Hearth is stopping and its drain time ran out before this answer was ready."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "shutting_down"
+
+    def __init__(
+        self, message: str = "Hearth is shutting down; retry on another replica or once it is back."
+    ) -> None:
+        super().__init__(message)
+        self.headers = {"retry-after": "5"}
 
 
 class EngineNotInstalled(APIError):
@@ -211,6 +252,13 @@ class UpstreamDisconnected(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     status_code = 504
     code = "upstream_timeout"
+
+
+class EngineFailed(UpstreamError):
+    """A local engine answered a request with a server error. Its own message (often an internal
+    parser's) goes to Hearth's log, not to the client; the engine is up, so no breaker counts it."""
+
+    code = "engine_error"
 
 
 class NoDeploymentAvailable(APIError):

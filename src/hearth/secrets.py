@@ -26,8 +26,14 @@ class Secret:
 
 def resolve_secret(reference: str, where: str) -> Secret:
     """'env:NAME' → that variable; 'file:PATH' → the file's first line; anything else is the
-    key itself. Errors name the reference, never a value."""
+    key itself. Errors name the reference, never a value; 'env:' or 'file:' with nothing after
+    is an error, not a key."""
     kind, _, rest = reference.partition(":")
+    if kind in ("env", "file") and not rest.strip():
+        raise ConfigError(
+            f"{where}: '{kind}:' names no {'variable' if kind == 'env' else 'file'}; write "
+            f"{kind}:{'NAME' if kind == 'env' else 'PATH'}"
+        )
     if kind == "env" and rest:
         value = os.environ.get(rest)
         if not value:

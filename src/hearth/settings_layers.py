@@ -1,7 +1,9 @@
 """Reading Hearth's settings from their layers: a YAML file < the environment (HEARTH_*) < flags.
 
 Every layer is checked for unknown keys before the layers are merged, so a typo is an error
-that names the key and where it came from rather than a silently ignored default.
+that names the key and where it came from rather than a silently ignored default. HEARTH_*
+variables that hold secrets (those an `env:NAME` reference in any layer names, and the reserved
+RESERVED_ENV) are not settings and are left to `hearth.secrets`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from hearth.errors import ConfigError
 
 ENV_PREFIX = "HEARTH_"
 ENV_NESTING = "__"
+# Variables the documentation names as secrets (`auth.admin_key: env:HEARTH_ADMIN_KEY`): never
+# settings, even while no reference names them (a leftover export must not stop Hearth).
+RESERVED_ENV = frozenset({"HEARTH_ADMIN_KEY"})
+SECRET_PREFIX = "env:"
 
 
 def load_settings(
@@ -32,11 +38,15 @@ def load_settings(
 
     Flags whose value is None are treated as not given.
     """
+    environ = os.environ if environ is None else environ
     layers: list[tuple[str, dict[str, Any]]] = []
     if config_file is not None:
         layers.append((str(config_file), read_config_file(config_file)))
-    layers.append(("environment", read_environment(os.environ if environ is None else environ)))
-    layers.append(("command line", {k: v for k, v in flags.items() if v is not None}))
+    given = {k: v for k, v in flags.items() if v is not None}
+    ours = {k: v for k, v in environ.items() if k.startswith(ENV_PREFIX)}
+    secrets = RESERVED_ENV | secret_references([*(v for _, v in layers), given, ours])
+    layers.append(("environment", read_environment(environ, skip=secrets)))
+    layers.append(("command line", given))
 
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
@@ -69,14 +79,34 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return values
 
 
-def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+def secret_references(values: Any) -> frozenset[str]:
+    """The variable names that `env:NAME` references anywhere in `values` (nested mappings and
+    lists; a mapping of variables counts its values) point at."""
+    found: set[str] = set()
+    stack = [values]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if value.startswith(SECRET_PREFIX) and len(value) > len(SECRET_PREFIX):
+                found.add(value[len(SECRET_PREFIX) :])
+        elif isinstance(value, Mapping):
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+    return frozenset(found)
+
+
+def read_environment(
+    environ: Mapping[str, str], skip: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """HEARTH_PORT=9 → {"port": "9"}; HEARTH_ENGINE__PARALLEL=4 → {"engine": {"parallel": "4"}}.
 
     Values that look like JSON lists or objects are decoded so list settings can be set too.
+    Variables named in `skip` (secrets) are not settings.
     """
     values: dict[str, Any] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or raw == "":
+        if not name.startswith(ENV_PREFIX) or raw == "" or name in skip:
             continue
         path = name[len(ENV_PREFIX) :].lower().split(ENV_NESTING)
         node = values

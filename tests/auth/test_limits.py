@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 
 import pytest
@@ -84,3 +86,69 @@ async def test_redis_outage_falls_back_to_memory() -> None:
         assert not (await counter.check("key:a", "requests", "take", 1, 1)).allowed
     finally:
         await counter.aclose()
+
+
+class Relay:
+    """A TCP relay to the real Redis that can be cut and restored: an outage on demand."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.links: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._link, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.up:
+            writer.close()
+            return
+        host, port = REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        self.links += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self) -> None:
+        self.up = False
+        for writer in self.links:
+            writer.close()
+        self.links.clear()
+
+    async def aclose(self) -> None:
+        self.cut()
+        self.server.close()
+
+
+async def test_counts_made_during_a_redis_outage_are_handed_over_when_it_is_back() -> None:
+    relay = Relay()
+    port = await relay.start()
+    prefix = f"hearth-test:{uuid.uuid4().hex}:"
+    counter = RedisCounter(f"redis://127.0.0.1:{port}/0", prefix)
+    other = RedisCounter(REDIS_URL, prefix)  # another replica, always reaching Redis
+    try:
+        assert (await counter.check("key:b", "requests", "take", 5, 1)).allowed
+        assert counter.shared
+        relay.cut()
+        for _ in range(3):  # counted in memory meanwhile
+            assert (await counter.check("key:b", "requests", "take", 5, 1)).allowed
+        assert not counter.shared
+        relay.up = True
+        await counter.check("key:c", "requests", "take", 5, 1)  # Redis is back
+        assert counter.shared
+        # 1 before the outage + 3 during it: one more fits under 5, then none.
+        assert (await other.check("key:b", "requests", "take", 5, 1)).allowed
+        assert not (await other.check("key:b", "requests", "take", 5, 1)).allowed
+    finally:
+        async for name in other._redis.scan_iter(f"{prefix}*"):
+            await other._redis.delete(name)
+        await counter.aclose()
+        await other.aclose()
+        await relay.aclose()

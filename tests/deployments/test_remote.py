@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from deployments.test_build import catalogue_for
 
+from deployments.test_build import catalogue_for
 from hearth.deployments.deployment import RemoteDeployment
 from hearth.errors import ConfigError
 from hearth.secrets import resolve_secret

@@ -4,7 +4,7 @@ checksums, and the errors for offline mode and an unreachable hub."""
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 from huggingface_hub import hf_hub_download
@@ -13,7 +13,14 @@ from hearth.errors import ChecksumMismatch, PullError
 from hearth.models import pull as pull_module
 from hearth.models.bundled import bundled_model_path
 from hearth.models.gguf_info import read_gguf_info
-from hearth.models.hub_ref import HubFile, HubRef, choose, parse_ref, quantization_of
+from hearth.models.hub_ref import (
+    HubFile,
+    HubRef,
+    choose,
+    filename_problem,
+    parse_ref,
+    quantization_of,
+)
 from hearth.models.pull import pull
 from hearth.models.store import ModelStore
 from support.fake_hub import FakeHub
@@ -220,6 +227,61 @@ def test_hf_token_is_sent(
     fake_hub.add_file(REPO, "tiny-Q4_K_M.gguf", tiny(tmp_path, "t"))
     pull(REPO, store)
     assert {s.authorization for s in fake_hub.requests} == {"Bearer hf_secret"}
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("../../../../evil.gguf", "'..' part"),
+        ("sub/../x.gguf", "'..' part"),
+        ("a//x.gguf", "an empty"),
+        ("./x.gguf", "'.' or '..' part"),
+        ("/tmp/x.gguf", "absolute path"),
+        ("sub\\x.gguf", "backslash"),
+        ("x\x00.gguf", "control characters"),
+        ("x\n.gguf", "control characters"),
+        ("x" * 300 + ".gguf", "longer than 255 bytes"),
+        ("a/" * 600 + "x.gguf", "longer than 1024 characters"),
+        ("", "it is empty"),
+    ],
+)
+def test_unsafe_hub_file_names(name: str, problem: str) -> None:
+    found = filename_problem(name)
+    assert found is not None and problem in found
+
+
+def test_safe_hub_file_names() -> None:
+    for name in ("m-Q4_K_M.gguf", "Q4_K_M/m-00001-of-00002.gguf", "a b (1).gguf", "é.gguf"):
+        assert filename_problem(name) is None
+
+
+@pytest.mark.parametrize("name", ["../../../../evil-Q4_K_M.gguf", "ABSOLUTE"])
+def test_a_hostile_mirror_cannot_write_outside_the_models_folder(
+    fake_hub: FakeHub, store: ModelStore, tmp_path: Path, name: str
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    name = str(outside / "x-Q4_K_M.gguf") if name == "ABSOLUTE" else name
+    fake_hub.add_file(REPO, name, tiny(tmp_path, "t"))
+    fake_hub.add_file(REPO, "fine-Q8_0.gguf", tiny(tmp_path, "u"))
+    with pytest.raises(PullError, match=r"whose name is unsafe.*nothing was downloaded"):
+        pull(REPO, store)
+    assert not [p for p in tmp_path.rglob("*.gguf") if "src" not in p.parts]
+    assert fake_hub.downloads_of(PurePosixPath(name).name) == 0
+
+
+def test_a_repository_folder_linked_elsewhere_is_refused(
+    fake_hub: FakeHub, store: ModelStore, tmp_path: Path
+) -> None:
+    fake_hub.add_file(REPO, "tiny-Q4_K_M.gguf", tiny(tmp_path, "t"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    folder = store.models_dir / "hub" / REPO
+    folder.parent.mkdir(parents=True)
+    folder.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(PullError, match="would be written outside"):
+        pull(REPO, store)
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_the_fake_hub_serves_huggingface_hub_itself(fake_hub: FakeHub, tmp_path: Path) -> None:

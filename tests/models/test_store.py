@@ -9,7 +9,7 @@ import pytest
 
 from hearth.errors import ModelNotFound, ModelStoreError
 from hearth.models.bundled import BUNDLED_MODEL_NAME
-from hearth.models.store import ModelStore, name_from_file, validate_name
+from hearth.models.store import MAX_NAME_LENGTH, ModelStore, inside, name_from_file, validate_name
 from support.gguf_files import write_gguf
 
 
@@ -118,11 +118,23 @@ def test_valid_names(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["", "has space", "../escape", "a/b/c", "/abs", "a:b:c", "a:b/c", ".hidden", "x" * 201]
+    "name", ["", "has space", "../escape", "a/b/c", "/abs", "a:b:c", "a:b/c", ".hidden"]
 )
 def test_invalid_names_say_what_is_allowed(name: str) -> None:
     with pytest.raises(ModelStoreError, match="letters, digits"):
         validate_name(name)
+
+
+def test_over_long_names_name_the_limit(store: ModelStore) -> None:
+    with pytest.raises(
+        ModelStoreError, match=f"at most {MAX_NAME_LENGTH} characters; this one has"
+    ):
+        validate_name("x" * (MAX_NAME_LENGTH + 1))
+    # Looking one up is no file system error (a 300-character manifest name is too long).
+    long = "x" * 300
+    assert long not in store
+    with pytest.raises(ModelNotFound):
+        store.get(long)
 
 
 def test_default_names_come_from_the_file_stem() -> None:
@@ -156,3 +168,37 @@ def test_no_temporary_files_are_left(store: ModelStore, tmp_path: Path) -> None:
     store.import_file(write_gguf(tmp_path / "m.gguf"), name="m")
     leftovers = [p for p in store.models_dir.rglob("*") if p.name.startswith(".")]
     assert leftovers == []
+
+
+def plant(store: ModelStore, name: str, files: list[str]) -> None:
+    store.manifests_dir.mkdir(parents=True, exist_ok=True)
+    data = {"name": name, "kind": "pulled", "source": "planted", "files": files, "copied": True}
+    (store.manifests_dir / f"{name}.json").write_text(json.dumps(data))
+
+
+def test_remove_never_deletes_outside_the_models_folder(store: ModelStore, tmp_path: Path) -> None:
+    victim = write_gguf(tmp_path / "outside" / "victim.gguf")
+    marker = victim.with_name("victim.gguf.sha256")
+    marker.write_text("x\n")
+    plant(store, "climbs", ["../../outside/victim.gguf"])
+    plant(store, "absolute", [str(victim)])
+    linked = store.models_dir / "hub" / "linked"
+    linked.parent.mkdir(parents=True)
+    linked.symlink_to(victim.parent, target_is_directory=True)
+    plant(store, "linked", ["hub/linked/victim.gguf"])
+    for name in ("climbs", "absolute", "linked"):
+        store.remove(name)
+        assert victim.is_file() and marker.is_file(), name
+        assert name not in store
+    assert linked.is_symlink()
+
+
+def test_inside_follows_links_and_dots(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    (root / "a").mkdir(parents=True)
+    (root / "link").symlink_to(tmp_path, target_is_directory=True)
+    assert inside(root / "a" / "x.gguf", root)
+    assert inside(root / "a" / ".." / "x.gguf", root)
+    assert not inside(root / "a" / ".." / ".." / "x.gguf", root)
+    assert not inside(root / "link" / "x.gguf", root)
+    assert not inside(Path("/tmp/x.gguf"), root)

@@ -10,6 +10,10 @@ and `hearth pull`:
 Faults, per file name: `cut_after[name] = n` sends n bytes of the body and closes the connection
 (once per `cuts[name]` count, default 1); `corrupt.add(name)` serves bytes that differ from the
 published sha256. Every request is recorded in `requests`.
+
+Like a hostile mirror, it lists and serves any name `add_file` is given (`../../x.gguf`,
+`/tmp/x.gguf`). A client normalises `..` out of the URL, so a name that climbs out of its
+repository is also served at any path ending in its last part.
 """
 
 from __future__ import annotations
@@ -123,8 +127,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._model_info(match["repo"], "blobs=true" in self.path.lower(), body)
         elif match := _RESOLVE.match(path):
             self._resolve(match["repo"], match["file"], body)
+        elif climbing := self._climbing(path):
+            self._resolve(*climbing, body)
         else:
             self._send_json(404, {"error": "not found"}, body)
+
+    def _climbing(self, path: str) -> tuple[str, str] | None:
+        """(repo, name) of a listed name with `..` whose last part ends `path`, if any."""
+        for repo_id, files in self.hub.repos.items():
+            for name in files:
+                if ".." in name.split("/") and path.endswith("/" + name.rsplit("/", 1)[-1]):
+                    return repo_id, name
+        return None
 
     def _model_info(self, repo_id: str, blobs: bool, body: bool) -> None:
         files = self.hub.repos.get(repo_id)

@@ -1,6 +1,7 @@
 """A fault-injecting HTTP upstream on loopback: a raw asyncio server, so tests control every byte.
 
-The path picks the behaviour (one request per connection):
+The path picks the behaviour (one request per connection); `/<behaviour>/v1/...` behaves as
+`/<behaviour>`, so `url("/hangup/v1")` can be a deployment's URL:
 
     POST /ok                      200 JSON
     POST /not-json                200 with a body that is not JSON
@@ -25,7 +26,8 @@ Other stream options: `hold=1` sends the first event and half of the second, the
 `release` before the rest; `split=N` writes the body N bytes at a time; `crlf=1` ends events with
 CRLF CRLF; `gzip=1` compresses the body (Content-Encoding: gzip); `fake_done=1` puts the text
 "data: [DONE]" inside an event's JSON. `client_left` is set when a client closes its end of a
-stream that is still open.
+stream that is still open. `connections` counts the connections accepted, `requests` the
+requests read. `in_thread()` runs one on a loop of its own, for a Hearth subprocess to reach.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ import contextlib
 import json
 import socket
 import struct
+import threading
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -69,6 +73,7 @@ class Received:
 class FaultUpstream:
     def __init__(self) -> None:
         self.requests: list[Received] = []
+        self.connections = 0
         self.release = asyncio.Event()  # lets a held or reset-pending stream go on
         self.client_left = asyncio.Event()  # a client closed its end while a stream was open
         self._server: asyncio.Server | None = None
@@ -94,20 +99,22 @@ class FaultUpstream:
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
+        self.connections += 1
         try:
             writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             request = await self._read_request(reader)
             self.requests.append(request)
             url = urlsplit(request.path)
             options = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            if url.path == "/stream":
+            path = url.path.split("/v1/", 1)[0] or url.path  # /hangup/v1/chat/completions
+            if path == "/stream":
                 watch = asyncio.create_task(self._watch_client(reader))
                 try:
                     await self._stream(options, writer)
                 finally:
                     watch.cancel()
             else:
-                await self._answer(url.path, options, writer)
+                await self._answer(path, options, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away
         finally:
@@ -233,3 +240,20 @@ class FaultUpstream:
             writer.write(b"0\r\n\r\n")
             await writer.drain()
         # eof, cut, cut-eof: the connection just closes
+
+
+@contextlib.contextmanager
+def in_thread() -> Iterator[FaultUpstream]:
+    """A FaultUpstream serving from a thread with its own event loop, until the block ends."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = FaultUpstream()
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=10)
+    try:
+        yield server
+    finally:
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()

@@ -21,6 +21,7 @@ class HearthServer:
 
     def __init__(self, data_dir: Path, env: dict[str, str], args: list[str]) -> None:
         self.data_dir = data_dir
+        self.env = env
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir / "hearth-serve.log"

@@ -54,6 +54,7 @@ class ScriptedUpstream:
         self.received: dict[str, list[Received]] = defaultdict(list)
         self.models_probes: dict[str, int] = defaultdict(int)
         self.abandoned: dict[str, int] = defaultdict(int)  # streams the client left mid-way
+        self.model_ids: dict[str, list[str]] = {}  # what GET /models lists (default m1, m2)
         app = Starlette(
             routes=[
                 Route("/{name}/v1/chat/completions", self._chat, methods=["POST"]),
@@ -99,7 +100,8 @@ class ScriptedUpstream:
         behaviour = self._defaults.get(name, "ok")
         if behaviour.startswith("status:"):
             return _error(int(behaviour.split(":")[1]))
-        return JSONResponse({"object": "list", "data": [{"id": "m1"}, {"id": "m2"}]})
+        ids = self.model_ids.get(name, ["m1", "m2"])
+        return JSONResponse({"object": "list", "data": [{"id": model} for model in ids]})
 
     async def _chat(self, request: Request) -> Response:
         name = request.path_params["name"]

@@ -91,6 +91,8 @@ async def test_post_broken_off_by_the_upstream_raises_upstream_disconnected(upst
         await client.post(upstream.url(path), BODY, WHAT)
     assert raised.value.status_code == 502
     assert raised.value.message.startswith(f"{WHAT} stopped while answering")
+    # A new connection that breaks is not a stale pooled one: sent once (retries are the router's).
+    assert (upstream.connections, len(upstream.requests)) == (1, 1)
 
 
 async def test_post_to_a_closed_port_raises_upstream_unavailable(client):
@@ -314,6 +316,7 @@ async def test_open_stream_hung_up_before_answering_raises_upstream_disconnected
     with pytest.raises(UpstreamDisconnected, match="stopped while answering"):
         async with client.open_stream(upstream.url("/hangup"), BODY, WHAT):
             pytest.fail("no answer came")
+    assert len(upstream.requests) == 1
 
 
 async def test_open_stream_slower_than_the_timeout_raises_upstream_timeout(upstream):
@@ -383,12 +386,40 @@ async def test_a_pooled_connection_the_server_closed_is_not_an_error(client):
     server = OneAnswerPerConnection()
     url = await server.start()
     try:
-        for _ in range(3):
+        for _ in range(4):
             assert await client.post(url, BODY, WHAT) == {"ok": True}
     finally:
         await server.close()
-    # Requests 2 and 3 each met a dropped connection first, then were answered on a new one.
-    assert (server.requests, server.dropped) == (3, 2)
+    # 1 opens a connection that is pooled; 2 meets it dropped and is sent once more, on a new
+    # connection that is not kept; 3 opens one again, and 4 meets it dropped like 2.
+    assert (server.requests, server.dropped) == (4, 2)
+
+
+class AnswersOnce(OneAnswerPerConnection):
+    """Answers the very first request (keeping its connection as if open), then drops that
+    connection at the next request on it, and every later connection at once."""
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.requests == 0:
+            await super()._handle(reader, writer)
+            return
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await self._read_request(reader)
+            self.dropped += 1
+        writer.transport.abort()
+
+
+async def test_a_stale_pooled_connection_is_resent_once_only(client):
+    server = AnswersOnce()
+    url = await server.start()
+    try:
+        assert await client.post(url, BODY, WHAT) == {"ok": True}
+        with pytest.raises(UpstreamDisconnected):
+            await client.post(url, BODY, WHAT)
+    finally:
+        await server.close()
+    # The second request: the stale pooled connection, then one new connection, then no more.
+    assert (server.requests, server.dropped) == (1, 2)
 
 
 async def test_a_server_that_dies_while_working_is_not_sent_the_request_again(client):

@@ -133,3 +133,6 @@ def test_since_spans_and_dates() -> None:
     assert parse_since("2026-11-01", NOW) == dt.datetime(2026, 11, 1)
     with pytest.raises(ValueError, match="7d"):
         parse_since("last week", NOW)
+    for too_far in ("99999999d", "9" * 30 + "h", "1" * 400 + "m"):
+        with pytest.raises(ValueError, match="before the year 1"):
+            parse_since(too_far, NOW)

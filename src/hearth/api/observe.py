@@ -7,6 +7,7 @@ deployment, attempts, cache, usage) comes from the pipeline's `Trace` in `reques
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -65,6 +66,10 @@ class RequestObserver:
                 model = (trace.model if trace is not None else state.get("model")) or ""
                 deployment = (trace.deployment if trace is not None else None) or ""
                 elapsed = time.perf_counter() - state["started"]
+                if trace is not None and trace.status is not None:
+                    # What the client really got: a stream sent as 200 that broke off, was
+                    # left by the client (499) or cut at shutdown (503).
+                    status = trace.status
                 self.metrics.requests.labels(endpoint, model, deployment, str(status)).inc()
                 self.metrics.request_duration.labels(endpoint).observe(elapsed)
                 _log_request(scope, state, status, elapsed)
@@ -98,21 +103,35 @@ def _endpoint(scope: Scope) -> str:
     return str(getattr(scope.get("route"), "path", "other"))
 
 
+# Characters that would start a new line (or hide text) in a log file or a terminal.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _printable(text: str | None) -> str | None:
+    """`text` with control characters escaped (`\\n`, `\\x1b`), so that what a client sent
+    can never forge a log line."""
+    if text is None or _UNPRINTABLE.search(text) is None:
+        return text
+    return _UNPRINTABLE.sub(lambda m: repr(m[0])[1:-1], text)
+
+
 def _log_request(scope: Scope, state: dict[str, Any], status: int, elapsed: float) -> None:
     trace: Trace | None = state.get("trace")
     usage = (trace.usage if trace is not None else None) or {}
     ttft = None if trace is None else trace.ttft
+    raw_path = scope.get("raw_path")  # as sent, still percent-encoded: %0A stays %0A
+    path = raw_path.decode("latin-1") if raw_path else scope["path"]
     access_log.info(
         "%s %s %s",
-        scope["method"],
-        scope["path"],
+        _printable(scope["method"]),
+        _printable(path),
         status,
         extra={
             "fields": {
                 "request_id": state["request_id"],
                 "status": status,
-                "model": state.get("model") if trace is None else trace.model,
-                "deployment": None if trace is None else trace.deployment,
+                "model": _printable(state.get("model") if trace is None else trace.model),
+                "deployment": None if trace is None else _printable(trace.deployment),
                 "attempts": None if trace is None else trace.attempts,
                 "cache": None if trace is None else trace.cache,
                 "prompt_tokens": usage.get("prompt_tokens"),

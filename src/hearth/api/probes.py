@@ -35,7 +35,12 @@ async def ready(request: Request) -> JSONResponse:
     # A preloaded model that was evicted or unloaded is loaded again on demand: still ready.
     serving = (EngineState.READY.value, EngineState.STOPPED.value)
     all_ready = all(m["state"] in serving for m in models.values())
+    counter = services.keys.access.counter
+    # Not a reason to stop sending traffic here, but worth an alert: see docs/operations.md.
+    limits = "shared" if counter.shared else "per-replica"
+    if services.settings.redis_url and not counter.shared:
+        limits += " (Redis unreachable)"
     return JSONResponse(
-        {"status": "ready" if all_ready else "not_ready", "models": models},
+        {"status": "ready" if all_ready else "not_ready", "models": models, "rate_limits": limits},
         status_code=200 if all_ready else 503,
     )

@@ -34,6 +34,7 @@ from hearth.routing.health_checks import HealthChecker
 from hearth.routing.router import Router
 from hearth.scheduler.scheduler import Scheduler
 from hearth.upstream.client import UpstreamClient
+from hearth.usage.journal import UsageJournal
 from hearth.usage.recorder import UsageRecorder
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,13 @@ class Services:
             busy.add_metric(name, model.slots.busy)
             queued.add_metric(name, model.slots.queued)
             restarts.add_metric(name, model.supervisor.restarts)
+        shared = GaugeMetricFamily(
+            "hearth_rate_limits_shared",
+            "1 while rate limits are counted in Redis for every replica; 0 while Redis is "
+            "unreachable (or not configured) and this replica counts on its own.",
+        )
+        shared.add_metric([], 1 if self.keys.access.counter.shared else 0)
+        yield shared
         waiting = GaugeMetricFamily(
             "hearth_load_queue_depth", "Requests waiting for memory to load a model."
         )
@@ -143,10 +151,11 @@ async def start_services(
     binary = None if located is None else located.path
     database = create_engine(settings)
     await migrate(database)
-    usage = UsageRecorder(database, settings.usage)
+    journal = UsageJournal(settings.data_dir / "usage-journal")
+    usage = UsageRecorder(database, settings.usage, journal)
     # First: refuses an exposed address without keys before any engine starts.
     keys = await KeyService.start(settings, database, usage)
-    usage.start()
+    await usage.start()
     bundled_model = await asyncio.to_thread(ensure_bundled_model, settings.models_dir)
     catalogue = await asyncio.to_thread(build_catalogue, settings, binary, bundled_model)
     for name in settings.preload:  # `hearth serve` refuses these before it gets here
@@ -158,6 +167,7 @@ async def start_services(
         memory_budget=settings.effective_memory_budget(),
         queue_size=settings.load_queue_size,
         request_queue_size=settings.request_queue_size,
+        request_queue_timeout=settings.request_queue_timeout,
         on_model_ready=lambda name, seconds: metrics.model_load_duration.labels(name).observe(
             seconds
         ),

@@ -27,6 +27,10 @@ from hearth.errors import (
 
 log = logging.getLogger(__name__)
 
+# The shortest key Hearth accepts: an admin key shorter than this is a ConfigError at start, and a
+# presented key shorter than this is refused before it is hashed (issued keys have 52).
+MIN_KEY_LENGTH = 16
+
 NO_KEY_HELP = (
     "create a key with `hearth keys create --name NAME` (or set auth.admin_key), "
     "or pass --no-auth to serve without keys (not recommended)"
@@ -40,6 +44,15 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def check_admin_key(key: str) -> None:
+    """ConfigError unless `key` is long enough to resist guessing (MIN_KEY_LENGTH)."""
+    if len(key) < MIN_KEY_LENGTH:
+        raise ConfigError(
+            f"auth.admin_key: the admin key must be at least {MIN_KEY_LENGTH} characters long "
+            f"(it has {len(key)}); generate one with `openssl rand -hex 24`"
+        )
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,8 @@ class Access:
         admin_key: str | None = None,
     ) -> None:
         self.no_auth = settings.no_auth
+        if admin_key is not None:
+            check_admin_key(admin_key)
         self.admin_hash = None if admin_key is None else hash_key(admin_key)
         self.teams = teams_of(settings)
         self.counter = counter
@@ -118,6 +133,8 @@ class Access:
             raise Unauthenticated(
                 "Missing API key: send it as 'Authorization: Bearer <key>' or 'x-api-key'."
             )
+        if len(presented) < MIN_KEY_LENGTH:  # no key, admin or issued, is this short
+            raise Unauthenticated("Incorrect API key provided.")
         digest = hashlib.sha256(presented.encode()).hexdigest()
         if self.admin_hash is not None and secrets.compare_digest(digest, self.admin_hash):
             return None, True

@@ -74,6 +74,9 @@ def _duration(seconds: float) -> str:
 
 
 class Counter(Protocol):
+    @property
+    def shared(self) -> bool: ...
+
     async def check(
         self, subject: str, kind: Kind, mode: Mode, limit: int, amount: int
     ) -> Decision: ...
@@ -115,6 +118,18 @@ class MemoryCounter:
         if decision.allowed and mode == "take":
             state[1] += amount
         return decision
+
+    def this_window(self) -> list[tuple[str, str, int]]:
+        """(subject, kind, count) of the current window, for handing over to shared counters."""
+        index = int(self.clock() // WINDOW)
+        return [(s, k, state[1]) for (s, k), state in self._counts.items() if state[0] == index]
+
+    def clear(self) -> None:
+        self._counts.clear()
+
+    @property
+    def shared(self) -> bool:
+        return False  # this replica's own counts
 
     async def aclose(self) -> None:
         return None
@@ -164,12 +179,17 @@ class RedisCounter:
             )
         except Exception as exc:  # an outage must not stop requests: count here meanwhile
             if not self._failing:
-                log.warning("Redis unavailable for rate limits (%s); counting in memory", exc)
+                log.warning(
+                    "Redis unavailable for rate limits (%s): each replica counts on its own "
+                    "until it is back (hearth_rate_limits_shared 0, /ready says so)",
+                    type(exc).__name__,
+                )
                 self._failing = True
             return self._fallback.check_now(subject, kind, mode, limit, amount)
         if self._failing:
-            log.info("Redis is back; rate limits are shared again")
             self._failing = False
+            await self._hand_over(index)
+            log.info("Redis is back; rate limits are shared again")
         cur, prev, taken = int(before[0]), int(before[1]), bool(before[2])
         after = decide("peek", limit, 0, cur, prev, now)
         if mode == "add" or mode == "peek":
@@ -178,6 +198,26 @@ class RedisCounter:
             return Decision(True, limit, after.remaining, after.reset, 0.0)
         refused = decide("take", limit, amount, cur, prev, now)
         return Decision(False, limit, 0, refused.reset, max(refused.retry_after, 0.5))
+
+    async def _hand_over(self, index: int) -> None:
+        """Add what was counted in memory during the outage to the shared counters, so the
+        window's limits hold across it."""
+        counted, self._fallback = self._fallback.this_window(), MemoryCounter()
+        for subject, kind, amount in counted:
+            base = f"{self.prefix}{subject}:{kind}:"
+            if amount <= 0:
+                continue
+            try:
+                await self._script(
+                    keys=[f"{base}{index}", f"{base}{index - 1}"], args=["add", 0, amount, "0"]
+                )
+            except Exception:  # down again: the next check notices
+                return
+
+    @property
+    def shared(self) -> bool:
+        """False while Redis is unreachable and this replica counts on its own."""
+        return not self._failing
 
     async def aclose(self) -> None:
         await self._redis.aclose()

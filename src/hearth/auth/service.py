@@ -19,6 +19,7 @@ from hearth.auth.limits import Counter, MemoryCounter, RedisCounter
 from hearth.auth.store import KeyStore
 from hearth.config import Settings
 from hearth.db.engine import create_engine, migrate
+from hearth.errors import DatabaseUnavailable
 from hearth.secrets import resolve_secret
 from hearth.usage.recorder import UsageRecorder
 
@@ -77,9 +78,10 @@ class KeyService:
                 self.access.load(records)
             except Exception as exc:  # the loop must outlive any one failure
                 if self._db_ok:
+                    cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) else None
                     log.warning(
                         "database unavailable (%s): serving with the cached keys",
-                        type(exc).__name__,
+                        type(cause or exc).__name__,
                     )
                 self._db_ok = False
                 return

@@ -1,6 +1,7 @@
 """Keys and the audit log in the database: create, list, revoke, and load them all for the cache.
 
-Only admin actions and the cache refresh touch these tables, never a request."""
+Only admin actions and the cache refresh touch these tables, never a request. A database outage
+is a `DatabaseUnavailable` (503) from every method."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hearth.auth.keys import KeyRecord, hash_key, new_key
 from hearth.budget import Budget
 from hearth.db.engine import utcnow
+from hearth.db.outage import database_errors
 from hearth.db.schema import api_keys, audit_log
 from hearth.errors import KeyNotFound
 
@@ -50,21 +52,24 @@ class KeyStore:
             expires_at=expires_at,
             created_at=utcnow(),
         )
-        async with self.engine.begin() as conn:
-            await conn.execute(insert(api_keys).values(**_row(record)))
-            await _audit(conn, actor, "key.create", key_id, record.describe())
+        with database_errors("create a key"):
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(api_keys).values(**_row(record)))
+                await _audit(conn, actor, "key.create", key_id, record.describe())
         return record, key
 
     async def all(self) -> list[KeyRecord]:
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(api_keys).order_by(api_keys.c.created_at))).all()
+        with database_errors("read the keys"):
+            async with self.engine.connect() as conn:
+                query = select(api_keys).order_by(api_keys.c.created_at)
+                rows = (await conn.execute(query)).all()
         return [_record(dict(row._mapping)) for row in rows]
 
     async def count(self) -> int:
-        async with self.engine.connect() as conn:
-            return int(
-                (await conn.execute(select(func.count()).select_from(api_keys))).scalar_one()
-            )
+        with database_errors("count the keys"):
+            async with self.engine.connect() as conn:
+                query = select(func.count()).select_from(api_keys)
+                return int((await conn.execute(query)).scalar_one())
 
     async def revoke(self, id_or_prefix: str, *, actor: str = "cli") -> KeyRecord:
         """Revoke by id, visible prefix or name (a name must be unambiguous)."""
@@ -80,21 +85,24 @@ class KeyStore:
             raise KeyNotFound(f"{id_or_prefix!r} names several keys ({ids}); use a prefix")
         key = matches[0]
         now = utcnow()
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                update(api_keys).where(api_keys.c.id == key.id).values(revoked_at=now)
-            )
-            await _audit(conn, actor, "key.revoke", key.id, {"name": key.name})
+        with database_errors("revoke a key"):
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    update(api_keys).where(api_keys.c.id == key.id).values(revoked_at=now)
+                )
+                await _audit(conn, actor, "key.revoke", key.id, {"name": key.name})
         return KeyRecord(**{**key.__dict__, "revoked_at": now})
 
     async def audit(self, actor: str, action: str, target: str | None, detail: Any = None) -> None:
-        async with self.engine.begin() as conn:
-            await _audit(conn, actor, action, target, detail)
+        with database_errors("write the audit log"):
+            async with self.engine.begin() as conn:
+                await _audit(conn, actor, action, target, detail)
 
     async def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
         query = select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
+        with database_errors("read the audit log"):
+            async with self.engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
         return [
             {
                 "time": row.time.isoformat() + "Z",

@@ -16,7 +16,8 @@ from hearth.auth.store import KeyStore
 from hearth.budget import Budget
 from hearth.cli.options import settings_from, settings_options
 from hearth.db.engine import create_engine, migrate, utcnow
-from hearth.errors import KeyNotFound
+from hearth.db.outage import database_errors
+from hearth.errors import DatabaseUnavailable, KeyNotFound
 
 T = TypeVar("T")
 
@@ -29,12 +30,16 @@ def with_store(
     async def run() -> T:
         engine = create_engine(settings)
         try:
-            await migrate(engine)
+            with database_errors("open the key database"):
+                await migrate(engine)
             return await work(KeyStore(engine))
         finally:
             await engine.dispose()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except DatabaseUnavailable as exc:  # one line, not a traceback
+        raise click.ClickException(exc.message) from None
 
 
 @click.group()

@@ -12,6 +12,7 @@ import uvicorn
 
 from hearth import __version__
 from hearth.api.app import create_app
+from hearth.auth.access import check_admin_key
 from hearth.auth.service import check_exposure
 from hearth.cli.options import read_settings, settings_from, settings_options
 from hearth.config import Settings
@@ -24,6 +25,7 @@ from hearth.engines.llama_cpp.locate import (
 from hearth.errors import ConfigError, SetupError
 from hearth.models.bundled import ensure_bundled_model
 from hearth.observability.logs import configure_logging
+from hearth.secrets import resolve_secret
 
 
 @click.command()
@@ -51,6 +53,7 @@ def serve(
     settings = settings_from(config_file, **flags)
     configure_logging(settings.log_level, settings.log_format)
     try:
+        _check_admin_key(settings)
         asyncio.run(check_exposure(settings))  # before anything binds or loads
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
@@ -67,6 +70,12 @@ def serve(
     else:
         click.echo("  engine: missing (llama-server not found)")
     click.echo(f"  data:   {settings.data_dir}")
+    if settings.no_auth:
+        # In the banner, not only the log: `log_level: error` must not hide it.
+        click.echo(
+            "  auth:   OFF (no_auth) — anyone who can reach this address may use every model "
+            "and the /admin endpoints"
+        )
     click.echo("  press Ctrl-C to stop")
     if binary is None:
         click.echo(
@@ -91,10 +100,18 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=int(settings.engine.shutdown_grace) + 5,
+        # On SIGTERM or Ctrl-C: stop accepting, let answers in progress finish for this long,
+        # then end the rest with an error (streams: an error event and [DONE]; others: 503).
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_drain)),
         access_log=False,  # Hearth logs each request itself, with model, tokens and request id
         log_config=None,  # keep the handlers configure_logging set up
     )
+
+
+def _check_admin_key(settings: Settings) -> None:
+    """The admin key resolves and is long enough: a ConfigError now, not at start-up."""
+    if settings.auth.admin_key is not None:
+        check_admin_key(resolve_secret(settings.auth.admin_key, "auth.admin_key").reveal())
 
 
 def _llama_server(settings: Settings, bundled_model: Path) -> LocatedBinary | None:

@@ -7,6 +7,8 @@ deployment); the `routes` settings add names served by several deployments under
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hearth.config import BreakerSettings
 from hearth.deployments.breaker import CircuitBreaker
 from hearth.deployments.deployment import (
@@ -72,6 +74,12 @@ class Catalogue:
     def names(self) -> list[str]:
         """Every name a client may use: models, routes and their aliases."""
         return sorted(self._names)
+
+    def names_visible(self, allows: Callable[[str, str], bool] | None) -> list[str]:
+        """The names a caller may know of: `allows(name, route name)` decides (None: all)."""
+        if allows is None:
+            return self.names()
+        return [name for name in self.names() if allows(name, self._names[name].name)]
 
     def routes(self) -> list[Route]:
         return [self._routes[name] for name in sorted(self._routes)]

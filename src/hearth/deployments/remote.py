@@ -15,6 +15,8 @@ from hearth.secrets import resolve_secret
 
 log = logging.getLogger(__name__)
 
+MAX_MODEL_ID_LENGTH = 256  # of an imported model id (`import_models`)
+
 
 def remote_deployment(name: str, settings: DeploymentSettings, model: str) -> RemoteDeployment:
     return RemoteDeployment(
@@ -59,10 +61,26 @@ def list_remote_models(deployment: RemoteDeployment) -> list[str]:
         )
         response.raise_for_status()
         data = response.json()["data"]
-        return sorted({str(item["id"]) for item in data if isinstance(item, dict) and "id" in item})
+        ids = {str(item["id"]) for item in data if isinstance(item, dict) and "id" in item}
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
         log.warning("cannot import the models of %s: %s", deployment.describe(), type(exc).__name__)
         return []
+    usable = sorted(model for model in ids if _usable_model_id(model))
+    for model in sorted(ids.difference(usable)):
+        shown = repr(model[:80]) + ("…" if len(model) > 80 else "")
+        log.warning(
+            "not importing the model %s of %s: an id must be at most %d printable characters",
+            shown,
+            deployment.describe(),
+            MAX_MODEL_ID_LENGTH,
+        )
+    return usable
+
+
+def _usable_model_id(model: str) -> bool:
+    """Whether an upstream's model id can name a deployment: printable (a newline would end a
+    response header or forge a log line), non-empty and of bounded length."""
+    return 0 < len(model) <= MAX_MODEL_ID_LENGTH and model.isprintable()
 
 
 def add_routes(catalogue: Catalogue, settings: Settings) -> None:

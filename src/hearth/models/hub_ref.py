@@ -25,6 +25,8 @@ _QUANT = re.compile(
     re.IGNORECASE,
 )
 _PREFIXES = ("https://huggingface.co/", "http://huggingface.co/", "huggingface.co/", "hf.co/")
+MAX_FILENAME_CHARS = 1024  # a whole path in the repository
+MAX_COMPONENT_BYTES = 255  # one folder or file name, as file systems allow
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,40 @@ def parse_ref(ref: str) -> HubRef:
         f"{ref!r} is not a model reference; use owner/repo (default quantization), "
         "owner/repo:Q5_K_M (a quantization) or owner/repo/file.gguf (an exact file)"
     )
+
+
+def filename_problem(name: str) -> str | None:
+    """What makes a file name from a hub listing unsafe to write under the models folder, if
+    anything: names come from whatever HF_ENDPOINT points at, and a hostile mirror may list
+    `../../x.gguf` or `/etc/x.gguf`."""
+    if not name:
+        return "it is empty"
+    if len(name) > MAX_FILENAME_CHARS:
+        return f"it is longer than {MAX_FILENAME_CHARS} characters"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        return "it holds control characters"
+    if "\\" in name:
+        return "it holds a backslash"
+    if name.startswith("/"):
+        return "it is an absolute path"
+    parts = name.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return "it has an empty, '.' or '..' part"
+    if any(len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT_BYTES for part in parts):
+        return f"a part of it is longer than {MAX_COMPONENT_BYTES} bytes"
+    return None
+
+
+def check_filenames(repo_id: str, files: list[HubFile]) -> None:
+    """`PullError` if the hub listed any file whose name is unsafe (see `filename_problem`)."""
+    for file in files:
+        problem = filename_problem(file.name)
+        if problem is not None:
+            raise PullError(
+                f"the hub listed a file {file.name!r} in {repo_id} whose name is unsafe "
+                f"({problem}); nothing was downloaded. If HF_ENDPOINT points at a mirror, check "
+                "that it is one you trust"
+            )
 
 
 def quantization_of(filename: str) -> str | None:

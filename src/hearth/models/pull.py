@@ -30,8 +30,8 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
 
 from hearth.errors import ChecksumMismatch, PullError
-from hearth.models.hub_ref import Choice, HubFile, HubRef, choose, parse_ref
-from hearth.models.store import ModelStore, StoredModel, validate_name
+from hearth.models.hub_ref import Choice, HubFile, HubRef, check_filenames, choose, parse_ref
+from hearth.models.store import ModelStore, StoredModel, inside, validate_name
 
 # (file name, bytes done, total bytes or None); called when a file starts and after each chunk.
 Progress = Callable[[str, int, int | None], None]
@@ -83,6 +83,12 @@ def pull(
     _check_name_free(store, model_name, parsed.repo_id)
 
     folder = store.models_dir / "hub" / parsed.repo_id
+    for file in choice.files:
+        if not inside(folder / file.name, store.models_dir):
+            raise PullError(
+                f"{file.name} from {parsed.repo_id} would be written outside {store.models_dir} "
+                f"(is {folder} a link elsewhere?); nothing was downloaded"
+            )
     _check_disk_space(folder, choice)
     headers = build_hf_headers(token=hub.token)
     paths = []
@@ -143,6 +149,7 @@ def _list_files(ref: HubRef, hub: HubSettings) -> tuple[list[HubFile], str]:
         )
         for s in info.siblings or []
     ]
+    check_filenames(ref.repo_id, files)
     return files, info.sha or "main"
 
 

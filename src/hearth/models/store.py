@@ -60,15 +60,30 @@ class StoredModel:
         return all(f.is_file() for f in self.files)
 
 
+def is_valid_name(name: str) -> bool:
+    """Whether `name` can name a model (see `validate_name` for the rules, said)."""
+    return len(name) <= MAX_NAME_LENGTH and NAME_PATTERN.match(name) is not None
+
+
 def validate_name(name: str) -> str:
     """Return `name` if it can name a model; `ModelStoreError` saying what is allowed if not."""
-    if len(name) > MAX_NAME_LENGTH or NAME_PATTERN.match(name) is None:
+    if len(name) > MAX_NAME_LENGTH:
+        raise ModelStoreError(
+            f"a model name is at most {MAX_NAME_LENGTH} characters; this one has {len(name)}"
+        )
+    if NAME_PATTERN.match(name) is None:
         raise ModelStoreError(
             f"{name!r} cannot name a model: use letters, digits, '.', '_' and '-', optionally "
             "as owner/repo and with a :tag (for example 'qwen2.5-0.5b' or "
             "'Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M'); no spaces or other slashes"
         )
     return name
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether `path` lies inside `root` once both are resolved (symlinks and `..` followed):
+    Hearth writes and deletes only such paths, whatever a manifest or a hub listing says."""
+    return path.resolve().is_relative_to(root.resolve())
 
 
 def name_from_file(path: Path) -> str:
@@ -103,7 +118,7 @@ class ModelStore:
         """The model called `name`; `ModelNotFound` (naming the available ones) if none is."""
         if name == BUNDLED_MODEL_NAME:
             return self._bundled()
-        manifest = self._manifest_path(name) if NAME_PATTERN.match(name) else None
+        manifest = self._manifest_path(name) if is_valid_name(name) else None
         model = self._read(manifest) if manifest is not None and manifest.is_file() else None
         if model is None:
             raise ModelNotFound(name, self.names())
@@ -112,7 +127,7 @@ class ModelStore:
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and (
             name == BUNDLED_MODEL_NAME
-            or (NAME_PATTERN.match(name) is not None and self._manifest_path(name).is_file())
+            or (is_valid_name(name) and self._manifest_path(name).is_file())
         )
 
     def check_name_free(self, name: str) -> None:
@@ -174,10 +189,11 @@ class ModelStore:
         if model.copied:
             in_use = {f for other in self.list() for f in other.files if other.copied}
             for file in model.files:
-                if file in in_use or not file.is_relative_to(self.models_dir):
+                if file in in_use:
                     continue
                 for leftover in (file, file.with_name(file.name + ".sha256")):
-                    leftover.unlink(missing_ok=True)
+                    if inside(leftover, self.models_dir):
+                        leftover.unlink(missing_ok=True)
                 self._prune_empty_dirs(file.parent)
         return model
 
@@ -260,7 +276,9 @@ class ModelStore:
             ) from None
 
     def _prune_empty_dirs(self, folder: Path) -> None:
-        while folder != self.models_dir and folder.is_relative_to(self.models_dir):
+        root = self.models_dir.resolve()
+        folder = folder.resolve()
+        while folder != root and folder.is_relative_to(root):
             try:
                 folder.rmdir()
             except OSError:

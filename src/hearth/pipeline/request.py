@@ -22,3 +22,4 @@ class PipelineRequest:
     priority: int = 0
     keep_alive: float | None = None
     cache_control: str = ""
+    inputs: frozenset[str] = frozenset()  # what else the model must accept: "vision" for images

@@ -10,7 +10,12 @@ from typing import Any, TypeVar
 
 from hearth.deployments.deployment import LocalDeployment
 from hearth.engines.supervisor import EngineSupervisor
-from hearth.errors import UpstreamDisconnected, UpstreamUnavailable
+from hearth.errors import (
+    EngineFailed,
+    UpstreamDisconnected,
+    UpstreamStatusError,
+    UpstreamUnavailable,
+)
 from hearth.observability.request_id import REQUEST_ID_HEADER
 from hearth.observability.tracing import Tracing
 from hearth.routing.request import RoutedRequest
@@ -77,4 +82,14 @@ async def _to_engine(supervisor: EngineSupervisor, call: Callable[[str], Awaitab
         except UpstreamDisconnected:
             await supervisor.connection_failed(base)
             raise
+        except UpstreamStatusError as exc:
+            if exc.status_code < 500:
+                raise  # the engine's word on the request itself: relayed as it is
+            log.warning(
+                "engine for %s answered HTTP %d: %s", supervisor.name, exc.status_code, exc.message
+            )
+            raise EngineFailed(
+                f"The engine for model '{supervisor.name}' could not answer this request "
+                f"(HTTP {exc.status_code}); Hearth's log has its message."
+            ) from None
     raise AssertionError("unreachable")

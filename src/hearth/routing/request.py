@@ -23,6 +23,9 @@ class Trace:
     ttft: float | None = None
     usage: dict[str, Any] | None = None
     cache: str | None = None  # "hit" or "miss" when the cache was consulted
+    # What the client finally got, when that is not the HTTP status it was sent: a stream that
+    # broke off (its error's status), was left by the client (499) or cut at shutdown (503).
+    status: int | None = None
 
 
 @dataclass
@@ -36,6 +39,7 @@ class RoutedRequest:
     keep_alive: float | None = None
     priority: int = 0
     cache_control: str = ""
+    inputs: frozenset[str] = frozenset()  # what else the model must accept: "vision" for images
 
     @property
     def stream(self) -> bool:

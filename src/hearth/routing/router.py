@@ -50,6 +50,9 @@ from hearth.wire.outcome import Completion, CompletionStream
 log = logging.getLogger(__name__)
 
 
+GENERATING = frozenset({"chat", "completion"})
+
+
 class _Saturated(Exception):
     """A remote deployment is at its max_concurrency and others remain to try."""
 
@@ -81,6 +84,14 @@ class Router:
                 f"{', '.join(route.capabilities()) or 'nothing'}.",
                 param="model",
             )
+        if request.inputs:
+            candidates = [t for t in candidates if _accepts(t.deployment, request.inputs)]
+            if not candidates:
+                raise InvalidRequest(
+                    f"The model '{route.name}' does not accept {_described(request.inputs)}; "
+                    "send text only, or use a model that does.",
+                    param="messages",
+                )
         key = self._cache_key(request)
         if key is not None and "no-cache" not in request.cache_control:
             cached = await self._cached(key, request)
@@ -139,7 +150,10 @@ class Router:
                     self.metrics.upstream_attempts.labels(deployment.name, "rejected").inc()
                     raise
                 self.metrics.upstream_attempts.labels(deployment.name, "failed").inc()
-                if _transient(exc):
+                if _transient(exc) and isinstance(deployment, RemoteDeployment):
+                    # A local engine's health is its supervisor's to judge: a crash or a hang
+                    # takes it out of service and restarts it, and requests wait for that. A
+                    # breaker would refuse its model to everyone for the cooldown instead.
                     deployment.stats.breaker.record_failure()
                 if retry == retries or not _transient(exc) or not deployment.stats.breaker.allows():
                     raise
@@ -308,8 +322,29 @@ def _leave(deployment: Deployment) -> None:
 
 def _local_body(deployment: LocalDeployment, request: RoutedRequest) -> bytes:
     fields = {**deployment.defaults, **request.fields}
+    if request.capability in GENERATING:
+        _cap_output(deployment, fields)
     deployment.launcher.prepare_request(fields)
     return json.dumps(fields).encode()
+
+
+def _cap_output(deployment: LocalDeployment, fields: dict[str, Any]) -> None:
+    """No request generates more than the model's max_output_tokens: one that asks for more is
+    refused, one that sets no limit gets it (else it could hold a slot until the engine's
+    timeout)."""
+    cap = deployment.max_output_tokens
+    for name in ("max_completion_tokens", "max_tokens"):
+        asked = fields.get(name)
+        if asked is None:
+            continue
+        if asked > cap:
+            raise InvalidRequest(
+                f"'{name}' is {asked}, more than the {cap} tokens the model '{deployment.name}' "
+                "generates for one request (setting: max_output_tokens).",
+                param=name,
+            )
+        return
+    fields["max_tokens"] = cap
 
 
 def _transient(exc: APIError) -> bool:
@@ -332,3 +367,15 @@ def _falls_back(exc: APIError) -> bool:
 def _with_attempts(exc: APIError, attempts: int) -> APIError:
     exc.headers = {**(exc.headers or {}), "x-hearth-attempts": str(attempts)}
     return exc
+
+
+def _accepts(deployment: Deployment, inputs: frozenset[str]) -> bool:
+    """Whether a deployment takes these inputs. A local engine says what it can; a remote server
+    is trusted to know its own model (and answers for itself if it does not)."""
+    if isinstance(deployment, RemoteDeployment):
+        return True
+    return all(getattr(deployment.capabilities, name, False) for name in inputs)
+
+
+def _described(inputs: frozenset[str]) -> str:
+    return " or ".join("images" if name == "vision" else name for name in sorted(inputs))

@@ -76,7 +76,9 @@ async def relay(
         complete = True
     except APIError as exc:
         log.warning("stream from %s failed mid-way: %s", deployment.name, exc.message)
-        deployment.stats.breaker.record_failure()
+        trace.status = exc.status_code
+        if deployment.kind == "remote":  # a local engine's crash is its supervisor's business
+            deployment.stats.breaker.record_failure()
         if isinstance(exc, UpstreamDisconnected) and opened.on_crash is not None:
             await opened.on_crash()
         yield error_event(exc)

@@ -74,6 +74,7 @@ class Scheduler:
         memory_budget: int | None = None,
         queue_size: int = 32,
         request_queue_size: int = 64,
+        request_queue_timeout: float | None = None,
         reap_interval: float = 0.5,
         on_model_ready: Callable[[str, float], None] | None = None,
     ):
@@ -82,6 +83,7 @@ class Scheduler:
         self.memory_budget = memory_budget
         self.queue_size = queue_size
         self.request_queue_size = request_queue_size
+        self.request_queue_timeout = request_queue_timeout
         self.reap_interval = reap_interval
         self.on_model_ready = on_model_ready
         self.waiting = 0
@@ -109,7 +111,12 @@ class Scheduler:
             loaded = LoadedModel(
                 deployment,
                 supervisor,
-                RequestSlots(deployment.name, deployment.slots, self.request_queue_size),
+                RequestSlots(
+                    deployment.name,
+                    deployment.slots,
+                    self.request_queue_size,
+                    self.request_queue_timeout,
+                ),
                 keep_alive=deployment.keep_alive if keep_alive is None else keep_alive,
                 loaded_at=now,
                 last_used=now,

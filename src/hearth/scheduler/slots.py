@@ -1,5 +1,7 @@
 """A model's request slots: at most as many requests reach the engine as it has parallel slots;
-the others wait in a bounded queue, higher priority first, then first come, first served."""
+the others wait in a bounded queue, higher priority first, then first come, first served, for at
+most `queue_timeout` seconds. A waiter whose client left (its task cancelled) leaves the queue
+and never starts."""
 
 from __future__ import annotations
 
@@ -13,10 +15,13 @@ from hearth.errors import ServerBusy
 
 
 class RequestSlots:
-    def __init__(self, name: str, slots: int, queue_size: int) -> None:
+    def __init__(
+        self, name: str, slots: int, queue_size: int, queue_timeout: float | None = None
+    ) -> None:
         self.name = name
         self.slots = slots
         self.queue_size = queue_size
+        self.queue_timeout = queue_timeout
         self.busy = 0
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
@@ -46,10 +51,17 @@ class RequestSlots:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiting, (-priority, next(self._order), future))
         try:
-            await future  # resolved by _release, which hands its slot over
-        except asyncio.CancelledError:
+            async with asyncio.timeout(self.queue_timeout):
+                await future  # resolved by _release, which hands its slot over
+        except (asyncio.CancelledError, TimeoutError) as exc:
             if future.done() and not future.cancelled():
-                self._release()  # the slot was handed over just as the client gave up
+                self._release()  # the slot was handed over just as the wait ended
+            if isinstance(exc, TimeoutError):
+                raise ServerBusy(
+                    f"The model '{self.name}' is busy: no slot came free within "
+                    f"{self.queue_timeout:g} s (request_queue_timeout); retry shortly.",
+                    retry_after=max(1, round((self.queue_timeout or 2) / 4)),
+                ) from None
             raise
 
     def _release(self) -> None:

@@ -11,11 +11,16 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from aiohttp.client_reqrep import ClientRequest
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 
 from hearth.errors import (
     APIError,
@@ -100,36 +105,76 @@ def _seconds(retry_after: str | None) -> float | None:
 # A pooled connection the server closed while it sat idle fails the next request at once with
 # "Server disconnected" or a reset, before any answer: llama-server closes some keep-alive
 # connections after a streamed answer without saying so. (httpx checks each pooled socket before
-# reuse; aiohttp does not.) Such a request never reached the server, so it is sent again. Only a
-# failure that comes at once counts as that: a server that dies while working on the request
-# fails later, and that request is not sent twice.
-STALE_CONNECTION_RETRIES = 3
+# reuse; aiohttp does not.) Such a request never reached the server, so it is sent once more, on
+# a new connection. Only that race counts: the failed connection came from the pool and failed
+# at once. A new connection that fails (a server that drops every connection) or a server that
+# dies while working on the request is not sent it again here; retries are the router's.
 STALE_FAILURE_S = 0.5
+
+# Send = a function that sends the request on the given session.
+Send = Callable[[aiohttp.ClientSession], Awaitable[aiohttp.ClientResponse]]
+
+
+class _Attempt:
+    """One send: whether its connection was taken from the pool (set by `_PoolConnector`)."""
+
+    __slots__ = ("reused",)
+
+    def __init__(self) -> None:
+        self.reused = False
+
+
+_ATTEMPT: ContextVar[_Attempt | None] = ContextVar("hearth_upstream_attempt", default=None)
+
+
+class _PoolConnector(aiohttp.TCPConnector):
+    """A TCPConnector that tells the send in progress (through `_ATTEMPT`, in the same task)
+    whether the connection it got was used before, that is, sat idle in the pool."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._used: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    async def connect(
+        self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
+    ) -> Connection:
+        connection = await super().connect(req, traces, timeout)
+        protocol = connection.protocol
+        reused = protocol in self._used
+        if not reused and protocol is not None:
+            self._used.add(protocol)
+        attempt = _ATTEMPT.get()
+        if attempt is not None:
+            attempt.reused = reused  # the last connection counts (aiohttp may retry a GET)
+        return connection
 
 
 async def _send(
-    request: Callable[[], Awaitable[aiohttp.ClientResponse]],
+    send: Send, session: aiohttp.ClientSession, fresh: aiohttp.ClientSession
 ) -> aiohttp.ClientResponse:
-    for attempt in range(STALE_CONNECTION_RETRIES + 1):
-        sent = time.monotonic()
-        try:
-            return await request()
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            # Refused is not stale: nothing listens (the caller handles that).
-            stale = not isinstance(exc, aiohttp.ClientConnectorError)
-            if not stale or attempt == STALE_CONNECTION_RETRIES:
-                raise
-            if time.monotonic() - sent > STALE_FAILURE_S:
-                raise
-    raise AssertionError("unreachable")
+    """`send` on the pooled `session`; once more on `fresh` (new connections only) if it met
+    a pooled connection the server had closed."""
+    attempt = _Attempt()
+    token = _ATTEMPT.set(attempt)
+    sent = time.monotonic()
+    try:
+        return await send(session)
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+        # Refused is not stale: nothing listens (the caller handles that).
+        refused = isinstance(exc, aiohttp.ClientConnectorError)
+        if refused or not attempt.reused or time.monotonic() - sent > STALE_FAILURE_S:
+            raise
+    finally:
+        _ATTEMPT.reset(token)
+    return await send(fresh)
 
 
 async def _json_answer(
-    request: Callable[[], Awaitable[aiohttp.ClientResponse]], what: str
+    send: Send, session: aiohttp.ClientSession, fresh: aiohttp.ClientSession, what: str
 ) -> dict[str, Any]:
     """Send a request and read its whole answer: a JSON object, or a Hearth error."""
     with map_transport_errors(what):
-        async with await _send(request) as response:
+        async with await _send(send, session, fresh) as response:
             content = await response.read()
     if response.status >= 400:
         raise error_from_response(response.status, content, response.headers.get("retry-after"))
@@ -151,18 +196,17 @@ class UpstreamClient:
 
     def __init__(self, timeout: float, max_connections: int = 512) -> None:
         self.default_timeouts = Timeouts(read=timeout)
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
+        self._session = _new_session(
+            _PoolConnector(
                 limit=max_connections, limit_per_host=0, keepalive_timeout=KEEPALIVE_EXPIRY_S
-            ),
-            # Engines are on loopback: never route them through a user's HTTP proxy.
-            trust_env=False,
-            # Bodies are relayed as they are; the client sets its own user agent.
-            skip_auto_headers=("User-Agent",),
+            )
         )
+        # For the one resend after a stale pooled connection: a new connection, closed after.
+        self._fresh = _new_session(aiohttp.TCPConnector(limit=0, force_close=True))
 
     async def aclose(self) -> None:
         await self._session.close()
+        await self._fresh.close()
 
     def _timeout(self, timeouts: Timeouts | None) -> aiohttp.ClientTimeout:
         return (timeouts or self.default_timeouts).client_timeout()
@@ -177,12 +221,14 @@ class UpstreamClient:
     ) -> dict[str, Any]:
         """POST a JSON body; return the decoded JSON answer or raise a Hearth error."""
         return await _json_answer(
-            lambda: self._session.post(
+            lambda session: session.post(
                 url,
                 data=body,
                 headers={**_JSON, **headers} if headers else _JSON,
                 timeout=self._timeout(timeouts),
             ),
+            self._session,
+            self._fresh,
             what,
         )
 
@@ -195,7 +241,9 @@ class UpstreamClient:
     ) -> dict[str, Any]:
         """GET a JSON document (health probes, model lists)."""
         return await _json_answer(
-            lambda: self._session.get(url, headers=headers, timeout=self._timeout(timeouts)),
+            lambda session: session.get(url, headers=headers, timeout=self._timeout(timeouts)),
+            self._session,
+            self._fresh,
             what,
         )
 
@@ -213,12 +261,14 @@ class UpstreamClient:
         Leaving early closes the connection, which is what makes an engine stop generating."""
         with map_transport_errors(what):
             response = await _send(
-                lambda: self._session.post(
+                lambda session: session.post(
                     url,
                     data=body,
                     headers={**_JSON, **headers} if headers else _JSON,
                     timeout=self._timeout(timeouts),
-                )
+                ),
+                self._session,
+                self._fresh,
             )
         try:
             if response.status >= 400:
@@ -233,6 +283,16 @@ class UpstreamClient:
                 response.release()  # read to the end: the connection can be reused
             else:
                 response.close()
+
+
+def _new_session(connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=connector,
+        # Engines are on loopback: never route them through a user's HTTP proxy.
+        trust_env=False,
+        # Bodies are relayed as they are; the client sets its own user agent.
+        skip_auto_headers=("User-Agent",),
+    )
 
 
 def _has_end_marker(events: bytes) -> bool:

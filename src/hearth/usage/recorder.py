@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import time
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hearth.config import UsageSettings
 from hearth.db.engine import utcnow
+from hearth.db.outage import ping
+from hearth.db.schema import usage
+from hearth.usage.journal import UsageJournal
 from hearth.usage.rollup import prune, roll_up
 from hearth.usage.writer import UsageWriter
 
@@ -22,15 +27,37 @@ HOUSEKEEPING_INTERVAL = 300.0  # seconds between roll-ups and pruning
 
 
 class UsageRecorder:
-    def __init__(self, engine: AsyncEngine, settings: UsageSettings) -> None:
+    def __init__(
+        self, engine: AsyncEngine, settings: UsageSettings, journal: UsageJournal | None = None
+    ) -> None:
         self.engine = engine
         self.settings = settings
-        self.writer = UsageWriter(engine)
+        self.journal = journal
+        self.writer = UsageWriter(engine, journal)
         self._task: asyncio.Task[None] | None = None
         self._db_ok = True
         self._last_housekeeping = 0.0
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Take back what a previous run journaled but never wrote (it was killed), then start
+        writing in the background."""
+        if self.journal is not None:
+            rows, sealed = self.journal.leftovers()
+            if rows:
+                fresh = await _not_yet_written(self.engine, rows)
+                self.writer.recover(fresh)
+                log.info(
+                    "usage: %d rows recovered from the journal of a run that did not stop "
+                    "cleanly (%d were already written)",
+                    len(fresh),
+                    len(rows) - len(fresh),
+                )
+                try:
+                    await self.flush()
+                except Exception as exc:  # the loop tries again; the rows stay journaled
+                    log.warning("usage: recovered rows not written yet: %s", type(exc).__name__)
+            else:
+                self.journal.written(sealed)
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     def record(self, row: dict[str, Any]) -> None:
@@ -50,10 +77,13 @@ class UsageRecorder:
         """Write buffered rows and, every few minutes, roll up and prune; a database outage
         is logged once and the rows wait for the next try."""
         try:
-            await self.flush()
+            touched = await self.flush() > 0  # nothing buffered: the database was not asked
             if time.monotonic() - self._last_housekeeping >= HOUSEKEEPING_INTERVAL:
                 self._last_housekeeping = time.monotonic()
                 await self.housekeeping()
+                touched = True
+            if not self._db_ok and not touched:
+                await ping(self.engine)  # before saying it is back, see that it is
         except Exception as exc:  # the loop must outlive any one failure
             if self._db_ok:
                 log.warning(
@@ -87,5 +117,27 @@ class UsageRecorder:
                 log.info("usage: %d rows written at shutdown", written)
         except Exception as exc:
             log.error(
-                "usage: %d rows could not be written at shutdown: %s", self.writer.pending, exc
+                "usage: %d rows could not be written at shutdown (kept in the journal for the "
+                "next start): %s",
+                self.writer.pending,
+                exc,
             )
+        if self.journal is not None:
+            self.journal.close()
+
+
+async def _not_yet_written(engine: AsyncEngine, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The journaled rows the database does not hold (a run killed between writing a batch
+    and forgetting its segment wrote them already). A row is known by request id and time."""
+    ids = {row["request_id"] for row in rows}
+    try:
+        async with engine.connect() as conn:
+            query = select(usage.c.request_id, usage.c.time).where(usage.c.request_id.in_(ids))
+            known = {(r.request_id, r.time) for r in (await conn.execute(query)).all()}
+    except Exception:  # the database is down: write them all later rather than lose any
+        return rows
+    return [row for row in rows if (row["request_id"], _utc(row["time"])) not in known]
+
+
+def _utc(timestamp: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).replace(tzinfo=None)

@@ -4,12 +4,14 @@ hours already rolled up, raw rows for the rest."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any, Literal
 
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hearth.db.engine import utcnow
+from hearth.db.outage import database_errors
 from hearth.db.schema import api_keys, rollup_state, usage, usage_hourly
 
 GroupBy = Literal["key", "team", "model", "deployment"]
@@ -78,13 +80,17 @@ async def totals(
 
 
 def parse_since(text: str, now: dt.datetime) -> dt.datetime:
-    """'7d', '24h', '30m' ago, or a date/time (UTC)."""
-    import re
-
+    """'7d', '24h', '30m' ago, or a date/time (UTC); ValueError saying so for anything else,
+    a span reaching back past the calendar's start included."""
     span = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([dhm])\s*$", text)
     if span:
         unit = {"d": "days", "h": "hours", "m": "minutes"}[span[2]]
-        return now - dt.timedelta(**{unit: float(span[1])})
+        try:
+            return now - dt.timedelta(**{unit: float(span[1])})
+        except OverflowError:
+            raise ValueError(
+                f"{text.strip()!r} reaches back before the year 1; use a shorter span or a date"
+            ) from None
     try:
         parsed = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
@@ -97,9 +103,10 @@ def parse_since(text: str, now: dt.datetime) -> dt.datetime:
 async def usage_report(engine: AsyncEngine, since_text: str, by: GroupBy) -> list[dict[str, Any]]:
     """Rows of totals; keys are shown by prefix and name."""
     since = parse_since(since_text, utcnow())
-    rows = await totals(engine, since, [by])
+    with database_errors("report usage"):
+        rows = await totals(engine, since, [by])
+        names = await _key_names(engine) if by == "key" else {}
     if by == "key":
-        names = await _key_names(engine)
         for row in rows:
             row["key"] = names.get(row["key"], row["key"]) if row["key"] else None
     return rows

@@ -15,6 +15,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hearth.db.schema import usage
+from hearth.usage.journal import UsageJournal
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,11 @@ def hour_of(time: dt.datetime) -> dt.datetime:
 
 
 class UsageWriter:
-    def __init__(self, engine: AsyncEngine, max_buffer: int = 200_000) -> None:
+    def __init__(
+        self, engine: AsyncEngine, journal: UsageJournal | None = None, max_buffer: int = 200_000
+    ) -> None:
         self.engine = engine
+        self.journal = journal
         self.max_buffer = max_buffer
         self.dropped = 0
         self._pending: list[dict[str, Any]] = []
@@ -41,7 +45,10 @@ class UsageWriter:
 
     def record(self, row: dict[str, Any]) -> None:
         """Queue one row: the columns of the `usage` table but `hour`; `time` may be a
-        time.time() value (turned into a datetime at flush time, off the request path)."""
+        time.time() value (turned into a datetime at flush time, off the request path). With a
+        journal, the row is on disk when this returns."""
+        if self.journal is not None:
+            self.journal.append(row)
         self._pending.append(row)
         if len(self._pending) > self.max_buffer:
             excess = len(self._pending) - self.max_buffer
@@ -56,6 +63,7 @@ class UsageWriter:
             batch, self._pending = self._pending, []
             if not batch:
                 return 0
+            sealed = None if self.journal is None else self.journal.seal()
             for row in batch:
                 if not isinstance(row["time"], dt.datetime):
                     row["time"] = dt.datetime.fromtimestamp(row["time"], dt.UTC).replace(
@@ -71,4 +79,11 @@ class UsageWriter:
             except BaseException:
                 self._pending[:0] = batch  # the transaction rolled back: all of them again
                 raise
+            if self.journal is not None and sealed is not None:
+                self.journal.written(sealed)
             return written
+
+    def recover(self, rows: list[dict[str, Any]]) -> None:
+        """Buffer rows a previous run journaled but never wrote (they are in a sealed segment
+        already, so they are not journaled again)."""
+        self._pending[:0] = rows

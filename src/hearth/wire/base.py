@@ -8,9 +8,18 @@ since llama-server accepts several invalid values silently or answers them with 
 from __future__ import annotations
 
 import logging
-from typing import TypeVar
+import math
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hearth.errors import InvalidRequest
 
@@ -20,15 +29,35 @@ ModelT = TypeVar("ModelT", bound="OpenAIBaseModel")
 
 
 class OpenAIBaseModel(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # No NaN or Infinity anywhere: serialised, they are not JSON, and an engine answers 500.
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     @model_validator(mode="after")
-    def _log_extra_fields(self) -> OpenAIBaseModel:
+    def _check_extra_fields(self) -> OpenAIBaseModel:
         if self.model_extra:
+            for name, value in self.model_extra.items():
+                check_finite(value, name)
             log.debug(
                 "%s: passing through extra fields %s", type(self).__name__, sorted(self.model_extra)
             )
         return self
+
+
+def check_finite(value: Any, where: str) -> Any:
+    """`value` unchanged if every number in it is finite; else a ValueError naming where."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"'{where}' must be a finite number, not {value}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_finite(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_finite(item, f"{where}[{index}]")
+    return value
+
+
+FreeForm = Annotated[dict[str, Any], AfterValidator(lambda v: check_finite(v, "object"))]
 
 
 class StreamOptions(OpenAIBaseModel):
@@ -40,9 +69,15 @@ class ModelRequest(OpenAIBaseModel):
 
     model: str = Field(min_length=1)
 
+    def inputs(self) -> frozenset[str]:
+        """What beyond text the model must accept for this request (e.g. "vision")."""
+        return frozenset()
+
 
 class SamplingParams(ModelRequest):
-    """Fields shared by chat and legacy completions."""
+    """Fields shared by chat and legacy completions: OpenAI's, and the extensions llama.cpp
+    (and vLLM) read, each checked for type and range, since an engine answers a wrong one
+    with a 500 that says nothing to the client."""
 
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -50,11 +85,42 @@ class SamplingParams(ModelRequest):
     top_p: float | None = Field(None, ge=0, le=1)
     n: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    logit_bias: dict[str, float] | None = None
-    user: str | None = None
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = Field(
+        None, max_length=1024
+    )
+    user: str | None = Field(None, max_length=256)
+    # Extensions (llama.cpp's names; vLLM reads the common ones).
+    top_k: int | None = Field(None, ge=-1, le=1_000_000)
+    min_p: float | None = Field(None, ge=0, le=1)
+    typical_p: float | None = Field(None, ge=0, le=1)
+    top_n_sigma: float | None = Field(None, ge=-1, le=100)
+    repeat_penalty: float | None = Field(None, ge=0, le=10)
+    repetition_penalty: float | None = Field(None, ge=0, le=10)
+    repeat_last_n: int | None = Field(None, ge=-1, le=1_000_000)
+    mirostat: Literal[0, 1, 2] | None = None
+    mirostat_tau: float | None = Field(None, ge=0, le=100)
+    mirostat_eta: float | None = Field(None, ge=0, le=10)
+    dynatemp_range: float | None = Field(None, ge=0, le=2)
+    dynatemp_exponent: float | None = Field(None, ge=0, le=10)
+    xtc_probability: float | None = Field(None, ge=0, le=1)
+    xtc_threshold: float | None = Field(None, ge=0, le=1)
+    dry_multiplier: float | None = Field(None, ge=0, le=10)
+    dry_base: float | None = Field(None, ge=1, le=10)
+    dry_allowed_length: int | None = Field(None, ge=0, le=1_000_000)
+    dry_penalty_last_n: int | None = Field(None, ge=-1, le=1_000_000)
+    n_probs: int | None = Field(None, ge=0, le=20)
+    min_keep: int | None = Field(None, ge=0, le=1000)
+    n_keep: int | None = Field(None, ge=-1, le=1_000_000)
+    ignore_eos: bool | None = None
+    cache_prompt: bool | None = None
+    samplers: list[str] | str | None = Field(None, max_length=32)
+    grammar: str | None = None
+    json_schema: FreeForm | None = None
+    reasoning_format: Literal["none", "auto", "deepseek", "deepseek-legacy"] | None = None
+    chat_template_kwargs: FreeForm | None = None
 
     @field_validator("n")
     @classmethod

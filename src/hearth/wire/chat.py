@@ -3,11 +3,16 @@ the Ollama and Anthropic translators produce it too."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from hearth.wire.base import OpenAIBaseModel, SamplingParams
+from hearth.wire.base import FreeForm, OpenAIBaseModel, SamplingParams
+
+# More would keep an engine's chat-template step busy for minutes; no real conversation needs it.
+MAX_MESSAGES = 4096
+MAX_TOOLS = 128  # OpenAI's own limit
+VISION = frozenset({"vision"})
 
 
 class TextPart(OpenAIBaseModel):
@@ -56,7 +61,7 @@ class ChatMessage(OpenAIBaseModel):
 class FunctionDefinition(OpenAIBaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     description: str | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: FreeForm | None = None
     strict: bool | None = None
 
 
@@ -76,7 +81,7 @@ class NamedToolChoice(OpenAIBaseModel):
 
 class JSONSchemaFormat(OpenAIBaseModel):
     name: str = "response"
-    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    schema_: FreeForm | None = Field(None, alias="schema")
     strict: bool | None = None
 
 
@@ -92,15 +97,23 @@ class ResponseFormat(OpenAIBaseModel):
 
 
 class ChatCompletionRequest(SamplingParams):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    tools: list[Tool] | None = None
+    tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
+
+    def inputs(self) -> frozenset[str]:
+        for message in self.messages:
+            if isinstance(message.content, list) and any(
+                isinstance(part, ImagePart) for part in message.content
+            ):
+                return VISION
+        return frozenset()
 
     @model_validator(mode="after")
     def _tool_choice_needs_tools(self) -> ChatCompletionRequest:

@@ -11,9 +11,9 @@ import pytest
 
 from hearth.api.anthropic.protocol import MessagesRequest, error_body
 from hearth.api.anthropic.stream import message_events
-from hearth.api.anthropic.tokens import estimate_tokens
 from hearth.api.anthropic.translate import chat_body, conversation, message_reply
 from hearth.errors import InvalidRequest
+from hearth.routing.tokens import estimate_tokens
 from hearth.wire.base import parse_request
 from hearth.wire.outcome import CompletionStream
 

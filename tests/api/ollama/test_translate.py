@@ -1,4 +1,4 @@
-"""Ollama ↔ OpenAI translation without a server: names, keep_alive, options, messages, templates,
+"""Ollama ↔ OpenAI translation without a server: names, keep_alive, options, messages,
 and an OpenAI stream (one that breaks off included) turned into NDJSON lines."""
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from hearth.api.ollama.translate import (
     generate_body,
     image_url,
     option_fields,
-    render_template,
     sampling_fields,
 )
 from hearth.errors import InvalidRequest, ModelNotFound
@@ -158,23 +157,6 @@ def test_generate_uses_the_chat_template_unless_raw() -> None:
     assert body["prompt"] == "<start>Hi"
     with pytest.raises(InvalidRequest, match="suffix"):
         generate_body(GenerateRequest(model="m", prompt="a", suffix="b"), "m")
-
-
-def test_templates_render_their_common_subset() -> None:
-    template = (
-        "{{ if .System }}<sys>{{ .System }}</sys>\n{{ end }}<user>{{ .Prompt }}</user>\n"
-        "<model>{{ .Response }}"
-    )
-    assert render_template(template, "Be brief.", "Hi") == (
-        "<sys>Be brief.</sys>\n<user>Hi</user>\n<model>"
-    )
-    assert render_template(template, "", "Hi") == "<user>Hi</user>\n<model>"
-    assert render_template("A {{- .Prompt -}} B", "", "x") == "AxB"
-    assert render_template("{{ if .System }}s{{ else }}none{{ end }}", "", "") == "none"
-    with pytest.raises(InvalidRequest, match=r"range \.Messages"):
-        render_template("{{ range .Messages }}{{ end }}", "", "")
-    with pytest.raises(InvalidRequest, match="no 'end'"):
-        render_template("{{ if .System }}x", "s", "")
 
 
 def test_error_shape() -> None:

@@ -9,13 +9,15 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.background import BackgroundTask
 
-from hearth.api.anthropic.protocol import CountTokensRequest, MessagesRequest
+from hearth.api import gateway
+from hearth.api.anthropic.protocol import CountTokensRequest, MessagesRequest, error_body
 from hearth.api.anthropic.stream import message_events
-from hearth.api.anthropic.tokens import count_input_tokens
 from hearth.api.anthropic.translate import chat_body, conversation, message_reply
 from hearth.api.gateway import gateway_headers, run_pipeline
 from hearth.api.relay import SSE_HEADERS, RelayResponse
+from hearth.api.scope import resolve_visible
 from hearth.api.services import services_of
+from hearth.errors import ShuttingDown
 from hearth.wire.base import parse_request
 from hearth.wire.chat import ChatCompletionRequest
 from hearth.wire.outcome import Completion
@@ -26,7 +28,7 @@ router = APIRouter(tags=["anthropic"])
 @router.post("/v1/messages", summary="Anthropic Messages API: create a message")
 async def create_message(request: Request) -> Response:
     anthropic = parse_request(MessagesRequest, await request.body())
-    services_of(request).catalogue.resolve(anthropic.model)  # 404 before translating
+    resolve_visible(request, services_of(request).catalogue, anthropic.model)  # 404 first
     payload = parse_request(
         ChatCompletionRequest, json.dumps(chat_body(anthropic, anthropic.model)).encode()
     )
@@ -40,13 +42,23 @@ async def create_message(request: Request) -> Response:
         media_type="text/event-stream",
         headers={**SSE_HEADERS, **headers},
         background=BackgroundTask(outcome.aclose),
+        trace=request.state.trace,
+        cut_event=_cut_event(),
     )
+
+
+def _cut_event() -> bytes:
+    """Anthropic's error event for a stream that Hearth's shutdown cut short."""
+    cut = ShuttingDown()
+    body = json.dumps(error_body(cut.status_code, cut.to_body()))
+    return f"event: error\ndata: {body}\n\n".encode()
 
 
 @router.post("/v1/messages/count_tokens", summary="Anthropic Messages API: count input tokens")
 async def count_tokens(request: Request) -> dict[str, int]:
     anthropic = parse_request(CountTokensRequest, await request.body())
-    services_of(request).catalogue.resolve(anthropic.model)
+    resolve_visible(request, services_of(request).catalogue, anthropic.model)
     chat = {"model": anthropic.model, **conversation(anthropic)}
-    parse_request(ChatCompletionRequest, json.dumps(chat).encode())  # the same checks as a reply
-    return {"input_tokens": await count_input_tokens(request, anthropic.model, chat)}
+    # The same checks as a reply, and the same admission: a key counts only on its own models.
+    payload = parse_request(ChatCompletionRequest, json.dumps(chat).encode())
+    return {"input_tokens": await gateway.count_tokens(request, payload)}

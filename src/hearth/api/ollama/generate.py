@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.background import BackgroundTask
 
-from hearth.api.gateway import gateway_headers, run_pipeline
+from hearth.api.gateway import gateway_headers, load_model, run_pipeline
 from hearth.api.ollama import names
 from hearth.api.ollama.protocol import (
     ChatRequest,
@@ -24,14 +24,16 @@ from hearth.api.ollama.reply import (
     Timer,
     chat_reply,
     generate_reply,
+    line,
     now_iso,
     stream_lines,
 )
 from hearth.api.ollama.translate import chat_body, generate_body
 from hearth.api.relay import RelayResponse
+from hearth.api.scope import visible_names
 from hearth.api.services import services_of
-from hearth.errors import InvalidRequest
-from hearth.wire.base import SamplingParams, parse_request
+from hearth.errors import InvalidRequest, ShuttingDown
+from hearth.wire.base import ModelRequest, SamplingParams, parse_request
 from hearth.wire.chat import ChatCompletionRequest
 from hearth.wire.completions import CompletionRequest
 from hearth.wire.embeddings import EmbeddingRequest
@@ -42,8 +44,10 @@ RequestT = TypeVar("RequestT", bound=SamplingParams)
 
 
 def catalogue_name(request: Request, name: str) -> str:
-    """The catalogue's name for an Ollama model name (see `names`); 404 if there is none."""
-    available = services_of(request).catalogue.names()
+    """The catalogue's name for an Ollama model name (see `names`); 404 if there is none, or
+    if the caller may not know of it (offering only the names it may)."""
+    catalogue = services_of(request).catalogue
+    available = visible_names(request, catalogue)
     return names.resolve(name, set(available).__contains__, available)
 
 
@@ -126,28 +130,20 @@ async def _answer(
         media_type=NDJSON,
         headers=headers,
         background=BackgroundTask(outcome.aclose),
+        trace=request.state.trace,
+        cut_event=line({"error": ShuttingDown().message}),
     )
 
 
 async def _load_or_unload(
     request: Request, asked: str, model: str, keep_alive: str | float | None, *, chat: bool
 ) -> Response:
-    """An empty prompt (or no messages) loads the model, or unloads it with keep_alive 0."""
-    services = services_of(request)
-    route = services.catalogue.resolve(model)
-    seconds = None if keep_alive is None else keep_alive_seconds(keep_alive)
-    request.state.model = route.name
-    reason = "load"
-    deployment = route.local
-    if deployment is not None:  # a remote deployment loads its models itself
-        if seconds == 0:
-            await services.scheduler.unload(deployment.name)
-            reason = "unload"
-        else:
-            loaded = await services.scheduler.make_room_and_load(deployment)
-            await loaded.supervisor.endpoint()  # waits until it is ready
-            if seconds is not None:
-                services.scheduler.load(deployment, keep_alive=seconds)  # sets its keep_alive
+    """An empty prompt (or no messages) loads the model, or unloads it with keep_alive 0:
+    admitted (scope, limits) and accounted like any request to the model."""
+    fields: dict[str, Any] = {"model": model}
+    if keep_alive is not None:
+        fields["keep_alive"] = keep_alive_seconds(keep_alive)
+    reason = await load_model(request, ModelRequest.model_validate(fields))
     reply: dict[str, Any] = {"model": asked, "created_at": now_iso()}
     if chat:
         reply["message"] = {"role": "assistant", "content": ""}

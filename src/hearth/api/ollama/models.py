@@ -19,7 +19,7 @@ from hearth.api.ollama.generate import catalogue_name
 from hearth.api.ollama.protocol import CopyRequest, ModelRequest
 from hearth.api.services import Services, services_of
 from hearth.errors import ConfigError, InvalidRequest, ModelNotFound, ModelStoreError
-from hearth.models.store import ModelStore, validate_name
+from hearth.models.store import MAX_NAME_LENGTH, ModelStore, validate_name
 from hearth.wire.base import parse_request
 
 router = APIRouter(tags=["ollama"])
@@ -99,6 +99,7 @@ async def ps(request: Request) -> dict[str, Any]:
 @router.delete("/api/delete", summary="Ollama: remove a model from the store")
 async def delete(request: Request) -> Response:
     body = parse_request(ModelRequest, await request.body())
+    _check_length(body.model, "model")
     services = services_of(request)
     store = _store(services)
     name = _stored_name(services, store, body.model)
@@ -130,6 +131,8 @@ async def copy(request: Request) -> Response:
     """The copy shares the source's files (nothing is duplicated on disk); removing either
     keeps the files while the other uses them."""
     body = parse_request(CopyRequest, await request.body())
+    _check_length(body.source, "source")
+    _check_length(body.destination, "destination")
     services = services_of(request)
     store = _store(services)
     source = store.get(_stored_name(services, store, body.source))
@@ -157,6 +160,17 @@ async def copy(request: Request) -> Response:
         raise InvalidRequest(str(exc), param="destination") from None
     await reload_catalogue(services)
     return Response(status_code=200)
+
+
+def _check_length(name: str, field: str) -> None:
+    """400 for a name no model can have: past the store's limit even without Ollama's
+    `hf.co/` prefix and `:latest` tag."""
+    if min(map(len, names.candidates(name))) > MAX_NAME_LENGTH:
+        raise InvalidRequest(
+            f"Invalid value for '{field}': a model name is at most {MAX_NAME_LENGTH} characters; "
+            f"this one has {len(name)}.",
+            param=field,
+        )
 
 
 def _store(services: Services) -> ModelStore:

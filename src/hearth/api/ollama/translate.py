@@ -1,5 +1,5 @@
-"""Ollama requests as OpenAI request bodies: messages, images, tools, `format`, `options`,
-`keep_alive`, and the small subset of Ollama prompt templates that `/api/generate` accepts."""
+"""Ollama requests as OpenAI request bodies: messages, images, tools, `format`, `options` and
+`keep_alive`; a `template` on `/api/generate` is rendered by `hearth.api.ollama.template`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import base64
 import binascii
 import json
 import logging
-import re
 from typing import Any
 
 from hearth.api.ollama.protocol import (
@@ -18,6 +17,7 @@ from hearth.api.ollama.protocol import (
     keep_alive_seconds,
     not_supported,
 )
+from hearth.api.ollama.template import render_template
 from hearth.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -193,53 +193,3 @@ def generate_body(request: GenerateRequest, model: str) -> tuple[str, str, dict[
     if request.top_logprobs is not None:
         body["top_logprobs"] = request.top_logprobs
     return "/v1/chat/completions", "chat", body
-
-
-_ACTION = re.compile(r"\{\{(-?)\s*(.*?)\s*(-?)\}\}", re.DOTALL)
-
-
-def render_template(template: str, system: str, prompt: str) -> str:
-    """Render the common subset of Ollama's Go prompt templates: `{{ .System }}`,
-    `{{ .Prompt }}`, `{{ .Response }}` (empty: the model writes it), `{{ if .System }}`/
-    `{{ if .Prompt }}` ... `{{ else }}` ... `{{ end }}`, and `{{-`/`-}}` whitespace trimming.
-    Anything else is refused, naming the action."""
-    values = {".System": system, ".Prompt": prompt, ".Response": ""}
-    out: list[str] = []
-    shown = [True]  # a stack: is the current branch rendered?
-    taken: list[bool] = []
-    position = 0
-    for match in _ACTION.finditer(template):
-        text = template[position : match.start()]
-        if match.group(1):
-            text = text.rstrip()
-        if all(shown):
-            out.append(text)
-        position = match.end()
-        if match.group(3):
-            rest = template[position:]
-            position += len(rest) - len(rest.lstrip())
-        action = match.group(2)
-        if action in values:
-            if all(shown):
-                out.append(values[action])
-        elif action.startswith("if ") and action[3:].strip() in values:
-            condition = bool(values[action[3:].strip()])
-            shown.append(condition)
-            taken.append(condition)
-        elif action == "else" and len(shown) > 1:
-            shown[-1] = not taken[-1]
-        elif action == "end" and len(shown) > 1:
-            shown.pop()
-            taken.pop()
-        else:
-            raise not_supported(
-                f"the template action '{{{{ {action} }}}}'",
-                "Hearth renders .System, .Prompt, .Response and 'if' on them; send a formatted "
-                "prompt with 'raw': true instead",
-            )
-    if len(shown) > 1:
-        raise InvalidRequest(
-            "Invalid value for 'template': an 'if' has no 'end'.", param="template"
-        )
-    out.append(template[position:])
-    return "".join(out)

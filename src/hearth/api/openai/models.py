@@ -6,10 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from hearth.api.scope import may_see, resolve_visible
 from hearth.api.services import Services, services_of
-from hearth.auth.keys import KeyRecord
 from hearth.deployments.deployment import Route
-from hearth.errors import ModelNotFound
 
 router = APIRouter()
 
@@ -34,12 +33,6 @@ def _model_card(name: str, route: Route, services: Services) -> dict[str, Any]:
     return card
 
 
-def _visible(request: Request, name: str, route: Route) -> bool:
-    """A key limited to some models sees only those (by the name asked for or the model's)."""
-    key: KeyRecord | None = getattr(request.state, "key", None)
-    return key is None or key.allows_model(name, route.name)
-
-
 @router.get("/v1/models", summary="List every servable model and alias, loaded or not")
 async def list_models(request: Request) -> dict[str, Any]:
     services = services_of(request)
@@ -49,13 +42,11 @@ async def list_models(request: Request) -> dict[str, Any]:
 
 def _listed(request: Request, services: Services) -> list[tuple[str, Route]]:
     routes = ((name, services.catalogue.resolve(name)) for name in services.catalogue.names())
-    return [(name, route) for name, route in routes if _visible(request, name, route)]
+    return [(name, route) for name, route in routes if may_see(request, name, route)]
 
 
 @router.get("/v1/models/{model_id:path}", summary="Describe one model")
 async def get_model(model_id: str, request: Request) -> dict[str, Any]:
     services = services_of(request)
-    route = services.catalogue.resolve(model_id)
-    if not _visible(request, model_id, route):
-        raise ModelNotFound(model_id, [name for name, _ in _listed(request, services)])
+    route = resolve_visible(request, services.catalogue, model_id)
     return _model_card(model_id, route, services)

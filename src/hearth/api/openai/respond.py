@@ -8,6 +8,8 @@ from starlette.responses import JSONResponse, Response
 
 from hearth.api.gateway import gateway_headers
 from hearth.api.relay import SSE_HEADERS, RelayResponse
+from hearth.errors import ShuttingDown
+from hearth.routing.streams import error_event
 from hearth.wire.outcome import Completion, CompletionStream
 
 
@@ -23,4 +25,6 @@ def respond(outcome: Completion | CompletionStream, request: Request | None = No
         headers={**SSE_HEADERS, **headers},
         # Runs even when the client went away before the first chunk was sent.
         background=BackgroundTask(outcome.aclose),
+        trace=None if request is None else request.state.trace,
+        cut_event=error_event(ShuttingDown()),
     )
