@@ -70,3 +70,28 @@ def test_missing_engine_binary_is_a_clear_error(tmp_path: Path) -> None:
     assert "llama-server was not found" in result.stderr
     assert "hearth setup" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_mistake_in_a_models_settings_is_one_line_before_binding(
+    tmp_path: Path, llama_server_binary: Path
+) -> None:
+    config = tmp_path / "hearth.yaml"
+    config.write_text(
+        "models:\n  custom: {engine: command, model: x, command: [/bin/true, -p, '8']}\n"
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("HEARTH_")},
+        "HEARTH_LLAMA_SERVER": str(llama_server_binary),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "hearth", "serve", "--config", str(config), "--port", "0",
+         "--data-dir", str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "models.custom" in result.stderr and "{port}" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

@@ -96,3 +96,31 @@ def test_ollama_load_and_unload_of_another_model_are_refused(scoped: tuple) -> N
     )
     assert answer.json()["done_reason"] == "unload"
     assert LOCAL not in _loaded(server, admin)
+
+
+def test_ollama_listings_and_show_stay_within_the_keys_models(scoped: tuple) -> None:
+    server, key, admin = scoped
+    httpx.post(f"{server.base_url}/api/generate", json={"model": LOCAL, "keep_alive": -1},
+               headers=admin, timeout=180)  # fmt: skip
+    try:
+        tags = httpx.get(f"{server.base_url}/api/tags", headers=key, timeout=30).json()
+        assert [m["name"] for m in tags["models"]] == ["cloud:latest"]
+        everything = httpx.get(f"{server.base_url}/api/tags", headers=admin, timeout=30).json()
+        assert f"{LOCAL}:latest" in [m["name"] for m in everything["models"]]
+        ps = httpx.get(f"{server.base_url}/api/ps", headers=key, timeout=30).json()
+        assert ps["models"] == []  # the local model is loaded, but not the key's to know of
+        admin_ps = httpx.get(f"{server.base_url}/api/ps", headers=admin, timeout=30).json()
+        assert [m["name"] for m in admin_ps["models"]] == [f"{LOCAL}:latest"]
+        shown = httpx.post(f"{server.base_url}/api/show", json={"model": LOCAL}, headers=key,
+                           timeout=30)  # fmt: skip
+        assert shown.status_code == 404, shown.text
+        assert LOCAL not in shown.text.split("Available")[-1]
+        own = httpx.post(f"{server.base_url}/api/show", json={"model": "cloud"}, headers=key,
+                         timeout=30)  # fmt: skip
+        assert own.status_code == 200, own.text
+        admin_show = httpx.post(f"{server.base_url}/api/show", json={"model": LOCAL},
+                                headers=admin, timeout=30).json()  # fmt: skip
+        assert ".gguf" in admin_show["modelfile"]  # the operator sees the file it serves
+    finally:
+        httpx.post(f"{server.base_url}/api/generate", json={"model": LOCAL, "keep_alive": 0},
+                   headers=admin, timeout=60)  # fmt: skip

@@ -116,11 +116,12 @@ def _check_admin_key(settings: Settings) -> None:
 
 def _llama_server(settings: Settings, bundled_model: Path) -> LocatedBinary | None:
     """The engine binary, or None when it is missing and no preloaded model needs it: a gateway
-    of remote deployments runs without llama.cpp. Else the SetupError saying how to get it."""
+    of remote deployments runs without llama.cpp. Else the SetupError saying how to get it.
+    The catalogue is built here once, so that a mistake in the models' settings is a message
+    before anything binds, not a traceback from the server's start."""
     located = optional_llama_server(settings.llama_server, settings.tools_dir)
-    if located is None and settings.preload:
-        # The catalogue knows which engine serves each preloaded name (or alias).
-        catalogue = build_catalogue(settings, None, bundled_model)
-        if any(catalogue.local(name).unavailable for name in settings.preload):
-            locate_llama_server(settings.llama_server, settings.tools_dir)  # raises, saying how
+    # The catalogue knows which engine serves each preloaded name (or alias).
+    catalogue = build_catalogue(settings, None if located is None else located.path, bundled_model)
+    if located is None and any(catalogue.local(name).unavailable for name in settings.preload):
+        locate_llama_server(settings.llama_server, settings.tools_dir)  # raises, saying how
     return located

@@ -11,6 +11,8 @@ import click
 
 from hearth.cli.options import settings_from, settings_options
 from hearth.db.engine import create_engine, migrate
+from hearth.db.outage import database_errors
+from hearth.errors import DatabaseUnavailable
 from hearth.usage.report import GroupBy, usage_report
 
 FIGURES = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost")
@@ -35,7 +37,8 @@ def usage(
     async def run() -> list[dict[str, Any]]:
         engine = create_engine(settings)
         try:
-            await migrate(engine)
+            with database_errors("open the usage database"):
+                await migrate(engine)
             return await usage_report(engine, since, by)
         finally:
             await engine.dispose()
@@ -44,6 +47,8 @@ def usage(
         rows = asyncio.run(run())
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
+    except DatabaseUnavailable as exc:  # one line, not a traceback
+        raise click.ClickException(exc.message) from None
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

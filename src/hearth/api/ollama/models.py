@@ -17,6 +17,7 @@ from hearth.api.ollama import names
 from hearth.api.ollama.facts import ModelFacts, model_facts
 from hearth.api.ollama.generate import catalogue_name
 from hearth.api.ollama.protocol import CopyRequest, ModelRequest
+from hearth.api.scope import caller, visible_names
 from hearth.api.services import Services, services_of
 from hearth.errors import ConfigError, InvalidRequest, ModelNotFound, ModelStoreError
 from hearth.models.store import MAX_NAME_LENGTH, ModelStore, validate_name
@@ -42,7 +43,8 @@ async def version() -> dict[str, str]:
 @router.get("/api/tags", summary="Ollama: every servable model")
 async def tags(request: Request) -> dict[str, Any]:
     services = services_of(request)
-    facts = await asyncio.to_thread(_all_facts, services)
+    visible = visible_names(request, services.catalogue)  # a key lists only its models
+    facts = await asyncio.to_thread(_all_facts, services, visible)
     return {"models": [_listing(f) for f in facts]}
 
 
@@ -54,7 +56,7 @@ async def show(request: Request) -> dict[str, Any]:
     route = services.catalogue.resolve(name)
     facts = await asyncio.to_thread(model_facts, name, route, _store(services))
     return {
-        "modelfile": facts.modelfile(),
+        "modelfile": facts.modelfile(with_path=caller(request) is None),
         "parameters": facts.parameters(),
         "template": facts.template(),
         "details": facts.details(),
@@ -70,8 +72,11 @@ async def ps(request: Request) -> dict[str, Any]:
     store = _store(services)
     now = time.monotonic()
     models = []
+    visible = set(visible_names(request, services.catalogue))
     for loaded in services.scheduler.loaded():
         deployment = loaded.deployment
+        if deployment.name not in visible:
+            continue  # a key sees only its own models loaded
         route = services.catalogue.resolve(deployment.name)
         facts = await asyncio.to_thread(model_facts, deployment.name, route, store)
         described = loaded.describe(now)
@@ -82,15 +87,15 @@ async def ps(request: Request) -> dict[str, Any]:
             expires = datetime.now(UTC) + timedelta(
                 seconds=loaded.keep_alive if left is None else left
             )
-        launcher = facts.launcher
-        on_gpu = launcher is not None and bool(launcher.settings.gpu_layers)
+        file = facts.file
+        on_gpu = file is not None and bool(file.settings.gpu_layers)
         models.append(
             {
                 **_listing(facts),
                 "size": deployment.memory_bytes,
                 "expires_at": expires.isoformat().replace("+00:00", "Z"),
                 "size_vram": deployment.memory_bytes if on_gpu else 0,
-                "context_length": launcher.settings.ctx_size if launcher else None,
+                "context_length": file.settings.ctx_size if file else None,
             }
         )
     return {"models": models}
@@ -200,10 +205,10 @@ async def reload_catalogue(services: Services) -> None:
         raise InvalidRequest(f"The change was made but cannot be served: {exc}") from None
 
 
-def _all_facts(services: Services) -> list[ModelFacts]:
+def _all_facts(services: Services, names: list[str]) -> list[ModelFacts]:
     store = _store(services)
     catalogue = services.catalogue
-    return [model_facts(name, catalogue.resolve(name), store) for name in catalogue.names()]
+    return [model_facts(name, catalogue.resolve(name), store) for name in names]
 
 
 def _listing(facts: ModelFacts) -> dict[str, Any]:
