@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from support.engine_probe import engine_url, slots_busy, usage_rows
-from support.hearth_server import StartHearth
+from support.hearth_server import HearthServer, StartHearth
 
 MODEL = "gemma-3-270m"
 LONG = {
@@ -31,6 +31,17 @@ def _wait_until(condition: object, timeout: float) -> bool:
     return False
 
 
+def _hold_the_only_slot(server: HearthServer, url: str, max_tokens: int) -> threading.Thread:
+    """A request that keeps the engine's one slot busy for a while, in a thread."""
+    body = {**LONG, "max_tokens": max_tokens}
+    holder = threading.Thread(
+        target=lambda: httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=300)
+    )
+    holder.start()
+    assert _wait_until(lambda: slots_busy(url) == 1, 30)
+    return holder
+
+
 def test_a_plain_request_whose_client_left_stops_the_engine(start_hearth: StartHearth) -> None:
     server = start_hearth()
     url = engine_url(server)
@@ -47,13 +58,7 @@ def test_a_plain_request_whose_client_left_stops_the_engine(start_hearth: StartH
 def test_a_queued_request_whose_client_left_never_starts(start_hearth: StartHearth) -> None:
     server = start_hearth(env={"HEARTH_ENGINE__PARALLEL": "1"})
     url = engine_url(server)
-    holder = threading.Thread(
-        target=lambda: httpx.post(
-            f"{server.base_url}/v1/chat/completions", json={**LONG, "max_tokens": 300}, timeout=300
-        )
-    )
-    holder.start()
-    assert _wait_until(lambda: slots_busy(url) == 1, 30)
+    holder = _hold_the_only_slot(server, url, max_tokens=300)
     queued = {**LONG, "messages": [{"role": "user", "content": "queued and abandoned"}]}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{server.base_url}/v1/chat/completions", json=queued, timeout=1)
@@ -68,13 +73,7 @@ def test_a_queued_request_whose_client_left_never_starts(start_hearth: StartHear
 def test_the_queue_has_a_wait_limit(start_hearth: StartHearth) -> None:
     server = start_hearth(env={"HEARTH_ENGINE__PARALLEL": "1", "HEARTH_REQUEST_QUEUE_TIMEOUT": "1"})
     url = engine_url(server)
-    holder = threading.Thread(
-        target=lambda: httpx.post(
-            f"{server.base_url}/v1/chat/completions", json={**LONG, "max_tokens": 200}, timeout=300
-        )
-    )
-    holder.start()
-    assert _wait_until(lambda: slots_busy(url) == 1, 30)
+    holder = _hold_the_only_slot(server, url, max_tokens=200)
     started = time.monotonic()
     response = httpx.post(f"{server.base_url}/v1/chat/completions", json=LONG, timeout=60)
     waited = time.monotonic() - started

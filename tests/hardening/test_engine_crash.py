@@ -13,6 +13,7 @@ import time
 
 import httpx
 
+from support.engine_probe import usage_rows
 from support.hearth_server import StartHearth
 
 MODEL = "gemma-3-270m"
@@ -81,3 +82,20 @@ def test_kill_9_under_eight_streams(start_hearth: StartHearth) -> None:
     deployments = httpx.get(f"{server.base_url}/admin/deployments", timeout=10).json()["data"]
     (local,) = [d for d in deployments if d["name"] == MODEL]
     assert local["breaker"] == "closed", local
+
+    # Recorded as what the clients got: a broken answer (502), not a success, in usage and
+    # in the request metrics.
+    def broken() -> int:
+        return sum(1 for row in usage_rows(server) if row["status"] == 502)
+
+    deadline = time.monotonic() + 15
+    while broken() < STREAMS and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert broken() == STREAMS
+    metrics = httpx.get(f"{server.base_url}/metrics", timeout=10).text
+    series = (
+        'hearth_requests_total{deployment="gemma-3-270m",endpoint="/v1/chat/completions",'
+        'model="gemma-3-270m",status="502"}'
+    )
+    counted = [line for line in metrics.splitlines() if line.startswith(series)]
+    assert counted and float(counted[0].split()[-1]) == STREAMS, counted

@@ -8,13 +8,13 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
+from support.engine_probe import engine_url, slots_busy
 from support.hearth_server import HearthServer, StartHearth
 
 MODEL = "gemma-3-270m"
@@ -153,7 +153,7 @@ def test_tools_are_accepted_and_answered(hearth: HearthServer) -> None:
         max_tokens=32,
         temperature=0,
     )
-    engine = _engine_url(hearth)
+    engine = engine_url(hearth)
     with_tools = _rendered_tokens(engine, {"messages": messages, "tools": [WEATHER_TOOL]})
     without_tools = _rendered_tokens(engine, {"messages": messages})
     assert with_tools > without_tools + 20  # the description of the tool is in the prompt
@@ -221,14 +221,9 @@ async def test_eight_concurrent_requests_all_succeed(hearth: HearthServer) -> No
         await llm.close()
 
 
-def _slots_busy(engine_url: str) -> int:
-    slots = httpx.get(f"{engine_url}/slots", timeout=5).json()
-    return sum(1 for slot in slots if slot.get("is_processing"))
-
-
 def test_client_disconnect_stops_generation(start_hearth: StartHearth) -> None:
     server = start_hearth()
-    engine_url = _engine_url(server)
+    engine = engine_url(server)
     with httpx.stream(
         "POST",
         f"{server.base_url}/v1/chat/completions",
@@ -243,12 +238,12 @@ def test_client_disconnect_stops_generation(start_hearth: StartHearth) -> None:
     ) as response:
         lines = (line for line in response.iter_lines() if line.startswith("data: "))
         first = [next(lines) for _ in range(3)]
-        assert _slots_busy(engine_url) == 1, first
+        assert slots_busy(engine) == 1, first
     # Hanging up must free the engine's slot long before 1500 tokens could be generated.
     deadline = time.monotonic() + 10
-    while _slots_busy(engine_url) and time.monotonic() < deadline:
+    while slots_busy(engine) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _slots_busy(engine_url) == 0
+    assert slots_busy(engine) == 0
 
 
 def test_engine_killed_mid_stream_fails_cleanly_then_recovers(start_hearth: StartHearth) -> None:
@@ -300,14 +295,6 @@ def test_engine_killed_during_a_plain_request_gives_a_clear_error(
     assert caught.value.status_code == 502
     assert "stopped while answering" in caught.value.message
     assert time.monotonic() - started < 30  # an error, not a hang until the timeout
-
-
-def _engine_url(server: HearthServer) -> str:
-    """The engine's own URL, read from its command line (tests only: users never need it)."""
-    (pid,) = server.engine_pids()
-    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    port = argv[argv.index(b"--port") + 1].decode()
-    return f"http://127.0.0.1:{port}"
 
 
 def test_logprobs_are_passed_through(hearth: HearthServer) -> None:
