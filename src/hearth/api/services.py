@@ -97,6 +97,14 @@ class Services:
         )
         shared.add_metric([], 1 if self.keys.access.counter.shared else 0)
         yield shared
+        budgets = GaugeMetricFamily(
+            "hearth_budget_used_ratio",
+            "Share of its budget a key or team has spent this period (1 = exhausted).",
+            labels=["subject", "period", "unit"],
+        )
+        for subject, budget, used in self.keys.access.budget_use():
+            budgets.add_metric([subject, budget.period, budget.unit], used)
+        yield budgets
         waiting = GaugeMetricFamily(
             "hearth_load_queue_depth", "Requests waiting for memory to load a model."
         )

@@ -107,6 +107,17 @@ class Access:
             t.budget is not None for t in self.teams.values()
         )
 
+    def budget_use(self) -> list[tuple[str, Budget, float]]:
+        """(subject, budget, share used) of every active key and team with a budget, as this
+        replica knows it (the database's totals at the last refresh plus what it counted)."""
+        subjects = [(f"key:{k.id}", k.budget) for k in self.keys.values() if k.revoked_at is None]
+        subjects += [(f"team:{t.name}", t.budget) for t in self.teams.values()]
+        return [
+            (subject, budget, self.spend.spent(subject, budget) / budget.amount)
+            for subject, budget in subjects
+            if budget is not None and budget.amount > 0
+        ]
+
     def load(self, records: list[KeyRecord]) -> None:
         self.keys = {record.hash: record for record in records}
         self.keys_exist = bool(records)
