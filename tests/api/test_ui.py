@@ -153,7 +153,7 @@ def test_admin_deployments_shows_breakers_and_engine_state_but_no_key(
     assert answer.status_code == 200
     assert UPSTREAM_KEY not in answer.text
     cards = {card["name"]: card for card in answer.json()["data"]}
-    assert set(cards) == {"cloud-mini", "flaky", "gemma-3-270m"}
+    assert set(cards) == {"cloud-mini", "flaky", "gemma-3-270m", "all-minilm-l6-v2"}
     assert cards["flaky"]["breaker"] == "open"
     assert cards["flaky"]["breaker_retry_after_s"] > 500
     mini = cards["cloud-mini"]

@@ -86,7 +86,7 @@ def test_two_models_run_side_by_side_with_their_own_settings(server: HearthServe
 
 def test_models_lists_every_name_loaded_or_not(server: HearthServer) -> None:
     cards = {m.id: m for m in server.openai().models.list().data}
-    assert set(cards) == {"gemma-3-270m", SECOND, "gpt-4o-mini"}
+    assert set(cards) == {"gemma-3-270m", "all-minilm-l6-v2", SECOND, "gpt-4o-mini"}
     assert cards[SECOND].model_extra["state"] == "not_loaded"  # type: ignore[index]
     assert cards["gpt-4o-mini"].model_extra["alias_of"] == SECOND  # type: ignore[index]
 

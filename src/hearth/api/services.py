@@ -24,6 +24,7 @@ from hearth.engines.llama_cpp.locate import optional_llama_server
 from hearth.engines.supervisor import SupervisorPolicy
 from hearth.errors import SetupError
 from hearth.models.bundled import ensure_bundled_model
+from hearth.models.bundled_embeddings import ensure_embeddings_model
 from hearth.observability.metrics import HearthMetrics
 from hearth.observability.tracing import Tracing
 from hearth.pipeline.account import Accountant
@@ -165,6 +166,8 @@ async def start_services(
     keys = await KeyService.start(settings, database, usage)
     await usage.start()
     bundled_model = await asyncio.to_thread(ensure_bundled_model, settings.models_dir)
+    # The embeddings model joins the store once written (from local files: nothing downloads).
+    await asyncio.to_thread(ensure_embeddings_model, settings.models_dir, settings.cache_dir)
     catalogue = await asyncio.to_thread(build_catalogue, settings, binary, bundled_model)
     for name in settings.preload:  # `hearth serve` refuses these before it gets here
         if (missing := catalogue.local(name).unavailable) is not None:

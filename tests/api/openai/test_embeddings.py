@@ -17,7 +17,7 @@ import pytest
 from support.hearth_server import HearthServer, StartHearth
 from support.hf_models import minilm_dir, write_tiny_chat_model
 
-pytest.importorskip("sentence_transformers", reason="needs the hearth[transformers] extra")
+pytest.importorskip("sentence_transformers", reason="needs the hearth-gateway[transformers] extra")
 
 EMBED, RERANK, CHAT = "minilm", "minilm-rerank", "tiny-chat"
 

@@ -8,16 +8,20 @@ import pytest
 from support.hearth_server import HearthServer
 
 MODEL = "gemma-3-270m"
+EMBEDDINGS = "all-minilm-l6-v2"
 
 
 def client(server: HearthServer) -> openai.OpenAI:
     return server.openai()
 
 
-def test_models_lists_the_bundled_model(hearth: HearthServer) -> None:
+def test_models_lists_the_bundled_models(hearth: HearthServer) -> None:
     models = client(hearth).models.list()
-    assert [m.id for m in models.data] == [MODEL]
-    assert models.data[0].owned_by == "hearth"
+    assert [m.id for m in models.data] == [EMBEDDINGS, MODEL]  # by name
+    assert {m.owned_by for m in models.data} == {"hearth"}
+    embeddings, chat = (m.model_extra or {} for m in models.data)
+    assert chat["capabilities"] == ["chat", "completion", "tools"]
+    assert (embeddings["capabilities"], embeddings["state"]) == (["embeddings"], "not_loaded")
     assert client(hearth).models.retrieve(MODEL).id == MODEL
     with pytest.raises(openai.NotFoundError):
         client(hearth).models.retrieve("nope")

@@ -78,6 +78,6 @@ def test_missing_packages_name_the_extra(monkeypatch: pytest.MonkeyPatch) -> Non
         lambda: {"torch": "2.13.0", "transformers": None, "sentence-transformers": None},
     )
     with pytest.raises(
-        SetupError, match=r"transformers, sentence-transformers.*hearth\[transformers\]"
+        SetupError, match=r"transformers, sentence-transformers.*hearth-gateway\[transformers\]"
     ):
         require_transformers()

@@ -16,6 +16,7 @@ from hearth.engines.spec import FORMAT, BuiltEngine, EngineContext, EngineSpec, 
 from hearth.engines.status import EngineStatus
 from hearth.errors import ConfigError, ModelStoreError, SetupError
 from hearth.models.bundled import BUNDLED_TEMPLATE
+from hearth.models.bundled_embeddings import EMBEDDINGS_MODEL_NAME
 from hearth.models.gguf_info import GGUFInfo, estimate_memory, read_gguf_info, split_parts
 from hearth.models.store import ModelStore
 
@@ -23,8 +24,9 @@ log = logging.getLogger(__name__)
 
 
 def claim(model: ModelSettings, context: EngineContext) -> int | None:
-    """Every GGUF: the bundled model, a stored one, or a path ending in .gguf."""
-    stored = model.model == BUNDLED_MODEL_NAME or model.model in context.store
+    """Every GGUF: the bundled models, a stored one, or a path ending in .gguf."""
+    bundled = model.model in (BUNDLED_MODEL_NAME, EMBEDDINGS_MODEL_NAME)
+    stored = bundled or model.model in context.store
     return FORMAT if stored or Path(model.model).expanduser().suffix == ".gguf" else None
 
 
@@ -137,6 +139,11 @@ def _model_file(
         if _same_file(path, bundled_model):
             # A copy of the bundled model (Ollama's /api/copy): it needs the same template.
             template = bundled_template(BUNDLED_TEMPLATE)
+    elif model.model == EMBEDDINGS_MODEL_NAME:  # in the store once prepared
+        raise SetupError(
+            f"the bundled embeddings model '{EMBEDDINGS_MODEL_NAME}' is not prepared yet; "
+            "`hearth setup` prepares it (downloading its weights, 83 MB, once)"
+        )
     else:
         path = Path(model.model).expanduser()
         if path.suffix != ".gguf" or not path.is_file():

@@ -1,1 +1,1 @@
-"""Hearth's own engine for Hugging Face model folders (the `hearth[transformers]` extra)."""
+"""Hearth's own engine for Hugging Face model folders (the `hearth-gateway[transformers]` extra)."""

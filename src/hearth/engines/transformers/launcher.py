@@ -11,7 +11,7 @@ from typing import Any
 from hearth.engines.base import Capabilities, EngineCommand
 from hearth.errors import SetupError
 
-INSTALL_HINT = "pip install 'hearth[transformers]'"
+INSTALL_HINT = "pip install 'hearth-gateway[transformers]'"
 REQUIRED = ("torch", "transformers", "sentence-transformers")
 # Hearth serves files already on disk: the worker never reaches a hub.
 OFFLINE_ENV = {
