@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from hearth.deployments.deployment import Route
+from hearth.deployments.deployment import RemoteDeployment, Route
+from hearth.engines.base import Capabilities
 from hearth.routing.request import RoutedRequest, Trace
-from hearth.routing.streams import _note_usage, _output_events
+from hearth.routing.streams import OpenedStream, _note_usage, _output_events, relay
 
 USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
 
@@ -83,3 +86,31 @@ def test_output_events_count_text_and_tool_arguments_not_empty_deltas() -> None:
     chunk = role + delta("a") + delta('say "content"') + delta(None) + tool + finish + DONE
     assert _output_events(chunk) == 3
     assert _output_events(role + finish) == 0
+
+
+async def _relayed(chunks: list[bytes], read: int, request: RoutedRequest) -> None:
+    """Relay `chunks`, read `read` of them, then leave as a client that hangs up does."""
+
+    async def rest() -> AsyncIterator[bytes]:
+        for chunk in chunks[1:]:
+            yield chunk
+
+    opened = OpenedStream(chunks[0], rest())
+    deployment = RemoteDeployment("d", "http://x/v1", "m", Capabilities(chat=True))
+    stream = relay(opened, request, deployment, contextlib.AsyncExitStack(), None)
+    for _ in range(read):
+        await anext(stream)
+    await stream.aclose()
+
+
+@pytest.mark.parametrize("end", [b"\n\n", b"\r\n\r\n"])
+async def test_a_client_leaving_after_the_end_marker_had_its_whole_answer(end: bytes) -> None:
+    routed = request()
+    await _relayed([delta("Hi"), b"data: [DONE]" + end], read=2, request=routed)
+    assert routed.trace.status == 200  # not recorded as a client that left early
+
+
+async def test_a_client_leaving_before_the_end_marker_is_not_marked_delivered() -> None:
+    routed = request()
+    await _relayed([delta("Hi"), delta(" there"), DONE], read=1, request=routed)
+    assert routed.trace.status is None  # the edge records why it ended (499 or 503)

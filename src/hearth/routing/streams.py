@@ -19,6 +19,8 @@ from hearth.upstream.client import EVENT_ENDS, EventStream
 
 log = logging.getLogger(__name__)
 
+END_MARKER = b"data: [DONE]"
+DELIVERED = 200
 _EMPTY_CONTENT = re.compile(rb'"content"\s*:\s*(""|null)')
 
 
@@ -70,6 +72,10 @@ async def relay(
                 chunk = _note_usage(chunk, request, opened.hide_usage)
             if seen is not None:
                 seen += chunk
+            if chunk.rstrip().endswith(END_MARKER) and trace.status is None:
+                # Everything is sent with this: a client that hangs up now (as most do on
+                # reading the end marker) has had its whole answer, not left early.
+                trace.status = DELIVERED
             if chunk:
                 yield chunk
             chunk = await anext(opened.rest, None)
