@@ -125,7 +125,15 @@ def _fetch_sources(workdir: Path, log_path: Path, progress: Progress) -> Path:
         raise SetupError(f"pip download gave no llama-cpp-python source archive; see {log_path}")
     progress("unpacking sources", None)
     with tarfile.open(archives[0]) as archive:
-        archive.extractall(workdir, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python 3.11.4+: refuse links and paths outside
+            archive.extractall(workdir, filter="data")
+        else:  # Debian 12's 3.11.2: the same checks by hand
+            root = workdir.resolve()
+            for member in archive.getmembers():
+                target = (workdir / member.name).resolve()
+                if not target.is_relative_to(root):
+                    raise SetupError(f"unsafe path in the llama.cpp sources: {member.name}")
+            archive.extractall(workdir)
     trees = list(workdir.glob("llama_cpp_python-*/vendor/llama.cpp"))
     if not trees or not (trees[0] / "CMakeLists.txt").is_file():
         raise SetupError("the llama-cpp-python archive has no vendor/llama.cpp tree")
