@@ -25,6 +25,13 @@ def slots_busy(url: str) -> int:
     return sum(1 for slot in slots if slot.get("is_processing"))
 
 
+def tokens_held(url: str) -> int:
+    """The most tokens any slot holds in its cache: its last prompt and what was generated for
+    it (kept once the slot is idle, unlike the slot's decode counters)."""
+    slots = httpx.get(f"{url}/slots", timeout=5).json()
+    return max(int(slot.get("n_prompt_tokens", 0)) for slot in slots)
+
+
 def usage_rows(server: HearthServer) -> list[dict[str, Any]]:
     """Every usage row in the server's SQLite database (written by its flush or at shutdown)."""
     with sqlite3.connect(server.data_dir / "hearth.db") as db:
