@@ -117,9 +117,9 @@ print("built", binary, "with", shlex.join(flags.CMAKE_FLAGS)); \
         tail -n 60 /tmp/tools/build/*.log >&2 || true; exit 1; \
     fi; \
     mkdir -p /opt/llama; \
-    cp /tmp/tools/llama.cpp-*/bin/llama-server /opt/llama/llama-server; \
+    cp /tmp/tools/llama.cpp-*/bin/llama-server /tmp/tools/llama.cpp-*/bin/rpc-server /opt/llama/; \
     cp /tmp/tools/llama.cpp-*/build-info.json /opt/llama/build-info.json; \
-    strip /opt/llama/llama-server; \
+    strip /opt/llama/llama-server /opt/llama/rpc-server; \
     rm -rf /tmp/tools /tmp/cuda-stubs /tmp/llama-venv
 
 # Hearth's dependencies (from pyproject.toml alone: a source change keeps this layer), then its
@@ -209,7 +209,7 @@ USER 10001:10001
 WORKDIR /home/hearth
 
 COPY --from=builder /opt/hearth /opt/hearth
-COPY --from=builder /opt/llama/llama-server /usr/local/bin/llama-server
+COPY --from=builder /opt/llama/llama-server /opt/llama/rpc-server /usr/local/bin/
 COPY --from=builder /opt/llama/build-info.json /usr/local/share/hearth/llama-server-build-info.json
 COPY --from=builder /var/cache/hearth /var/cache/hearth
 

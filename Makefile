@@ -11,9 +11,10 @@ SERVE_STAMP := $(VENV)/.installed-serve-$(DEPS_KEY)
 TEST_STAMP  := $(VENV)/.installed-test-$(DEPS_KEY)
 
 # Debian packages the tests drive (chromium: the dashboard's and the browser-attack tests, run as
-# root in CI; prometheus: promtool for the alert rules in deploy/prometheus). Add the tools of new
+# root in CI; prometheus: promtool for the alert rules in deploy/prometheus; nginx: the balancer
+# in front of gateway replicas; iproute2: network namespaces for the RPC test). Add the tools of new
 # tests here: `make test` installs those missing with one apt-get.
-TEST_APT_PACKAGES := chromium prometheus
+TEST_APT_PACKAGES := chromium prometheus nginx iproute2
 
 # llama-cpp-python for `make bench` is built like Hearth's llama-server, from the same pin and
 # flags (hearth.engines.llama_cpp.flags).
@@ -88,12 +89,39 @@ bench-gateway: setup
 bench-embeddings: setup $(TEST_STAMP)
 	$(BIN)/python bench/embeddings.py $(ARGS)
 
+## bench-prompt-cache: next-turn first token after a model swap, slot restore on vs off; writes docs/benchmarks.md
+.PHONY: bench-prompt-cache
+bench-prompt-cache: setup
+	$(BIN)/python bench/prompt_cache_restore.py $(ARGS)
+
+## bench-affinity: multi-turn chat over 2 engine replicas, prefix affinity vs round robin; writes docs/benchmarks.md
+.PHONY: bench-affinity
+bench-affinity: setup
+	$(BIN)/python bench/prefix_affinity.py $(ARGS)
+
 ## bench-hot-path: httpx vs aiohttp upstream client, asyncio+h11 vs uvloop+httptools server
 .PHONY: bench-hot-path
 bench-hot-path: setup
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
 		(apt-get update && apt-get install -y nginx)
 	$(BIN)/python bench/hot_path.py $(ARGS)
+
+## bench-replicas: requests/s through nginx with 1, 2 and 3 replicas sharing PostgreSQL and Redis
+.PHONY: bench-replicas
+bench-replicas: setup
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
+		(apt-get update && apt-get install -y nginx)
+	$(BIN)/python bench/gateway_replicas.py $(ARGS)
+
+## bench-rpc: tokens/s of the bundled model split over an RPC worker vs on one host; writes docs/benchmarks.md
+.PHONY: bench-rpc
+bench-rpc: setup
+	$(BIN)/python bench/rpc_split.py $(ARGS)
+
+## bench-vllm: tokens/s of vLLM through Hearth vs vLLM directly (needs an NVIDIA GPU and vLLM); writes docs/benchmarks.md
+.PHONY: bench-vllm
+bench-vllm: $(SERVE_STAMP)
+	$(BIN)/python bench/vllm_through_hearth.py --write $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
@@ -116,7 +144,7 @@ DOCKER_BUILD_FLAGS ?=
 # PEM files the builder stage trusts, behind a TLS-intercepting proxy (e.g. /usr/local/share/ca-certificates/*.crt).
 IMAGE_CA_CERTS     ?=
 
-.PHONY: image test-image
+.PHONY: image test-image test-compose
 ## image: build the container image hearth:local (llama-server compiled in a builder stage; ~10 min)
 image:
 	$(DOCKER) build $(DOCKER_BUILD_FLAGS) \
@@ -130,3 +158,9 @@ image:
 test-image:
 	$(PYTHON) deploy/test_image.py --image $(IMAGE) --base-image $(BASE_IMAGE) \
 		$(if $(IMAGE_CA_CERTS),--ca-certs $(IMAGE_CA_CERTS)) $(TEST_IMAGE_ARGS)
+
+## test-compose: bring deploy/compose.yaml up in Docker: chat, keys in PostgreSQL, Redis, restart, Caddy, replicas
+## (here, without a registry: TEST_COMPOSE_ARGS="--start-dockerd --debootstrap --admin-key-file")
+test-compose:
+	$(PYTHON) deploy/test_compose_stack.py --image $(IMAGE) --base-image $(BASE_IMAGE) \
+		$(if $(IMAGE_CA_CERTS),--ca-certs $(IMAGE_CA_CERTS)) $(TEST_COMPOSE_ARGS)

@@ -30,6 +30,9 @@ from hearth.errors import HearthError
 HOST = "127.0.0.1"
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 STOP_GRACE_S = 20.0  # Hearth waits up to 10 s for its engine on shutdown
+# What Hearth's supervisor adds to a llama.cpp chat model's command line while its prompt cache
+# (`prompt_cache_max`) is on: where to save slots, and a full-size cache for sliding-window layers.
+PROMPT_CACHE_FLAGS = "the prompt cache's `--slot-save-path <dir> --swa-full`"
 # Besides the metadata's EOS, llama.cpp (and so llama-cpp-python) ends generation on these.
 END_TOKEN_TEXTS = {"<end_of_turn>", "<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end|>"}
 
@@ -187,11 +190,19 @@ def check_hearth_engine(hearth_pid: int, direct_argv: list[str]) -> tuple[int | 
                 out[i + 1] = "<port>"
             elif arg == "--model":  # Hearth's data folder holds a link to the same file
                 out[i + 1] = str(Path(argv[i + 1]).resolve())
-        return out
+        # Hearth's supervisor adds its prompt cache's flags (see PROMPT_CACHE_FLAGS); the
+        # launcher's command line, started directly, has none.
+        if "--slot-save-path" in out[:-1]:
+            at = out.index("--slot-save-path")
+            del out[at : at + 2]
+        return [arg for arg in out if arg != "--swa-full"]
 
     actual, wanted = normal(_cmdline(engines[0])), normal(direct_argv)
     if actual == wanted:
-        return engines[0], "Hearth's engine ran with the same command line (checked in /proc)."
+        return engines[0], (
+            "Hearth's engine ran with the same command line (checked in /proc), besides "
+            f"{PROMPT_CACHE_FLAGS}."
+        )
     return engines[0], (
         f"**Hearth's engine ran with different flags:** `{shlex.join(actual)}` "
         f"(direct: `{shlex.join(wanted)}`)"

@@ -152,8 +152,17 @@ class Docker:
 
 
 @contextlib.contextmanager
-def private_dockerd(root: Path | None, keep: bool) -> Iterator[dict[str, str]]:
-    """A dockerd of our own: its socket, data root and exec root under one directory."""
+def private_dockerd(
+    root: Path | None,
+    keep: bool,
+    network_flags: tuple[str, ...] = ("--iptables=false", "--bridge=none"),
+    nice: bool = False,
+) -> Iterator[dict[str, str]]:
+    """A dockerd of our own: its socket, data root and exec root under one directory.
+
+    `nice`: the daemon and everything it starts (builds, containers) at the lowest CPU and I/O
+    priority, for a machine shared with other work.
+    """
     if os.geteuid() != 0:
         raise Failed("--start-dockerd needs root (dockerd does)")
     if shutil.which("dockerd") is None:
@@ -163,10 +172,12 @@ def private_dockerd(root: Path | None, keep: bool) -> Iterator[dict[str, str]]:
     sock = base / "docker.sock"
     log = (base / "dockerd.log").open("a")
     argv = [
-        "dockerd", "--storage-driver=vfs", "--iptables=false", "--bridge=none",
+        "dockerd", "--storage-driver=vfs", *network_flags,
         f"--data-root={base / 'docker'}", f"--exec-root={base / 'exec'}",
         f"--pidfile={base / 'dockerd.pid'}", "-H", f"unix://{sock}",
     ]  # fmt: skip
+    if nice:
+        argv = ["nice", "-n", "19", "ionice", "-c3", *argv]
     print("   $ " + " ".join(argv), flush=True)
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     env = {**os.environ, "DOCKER_HOST": f"unix://{sock}"}

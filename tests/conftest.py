@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hearth.config import default_cache_dir
-from hearth.engines.llama_cpp.locate import locate_llama_server
+from hearth.engines.llama_cpp.locate import locate_llama_server, locate_rpc_server
 from hearth.errors import SetupError
 from hearth.models.bundled import ensure_bundled_model
 from hearth.models.bundled_embeddings import ensure_embeddings_model
@@ -47,6 +47,19 @@ def llama_server_binary() -> Path:
         )
     except SetupError as exc:
         pytest.fail(f"the engine is needed for this test: {exc}")
+    return found.path
+
+
+@pytest.fixture(scope="session")
+def rpc_server_binary() -> Path:
+    """The real rpc-server that `make test` builds beside llama-server."""
+    configured = os.environ.get("HEARTH_RPC_SERVER")
+    try:
+        found = locate_rpc_server(
+            Path(configured) if configured else None, default_cache_dir() / "tools"
+        )
+    except SetupError as exc:
+        pytest.fail(f"rpc-server is needed for this test: {exc}")
     return found.path
 
 

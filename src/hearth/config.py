@@ -4,6 +4,7 @@ every key. Where the values come from (file < environment < flags) is `hearth.se
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shlex
@@ -11,12 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ByteSize,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from hearth.budget import Budget
@@ -68,6 +72,30 @@ def parse_duration(value: str | float) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+_RPC_ENDPOINT = re.compile(r"^([A-Za-z0-9_.-]+):(\d{1,5})$")
+
+
+def parse_rpc_endpoint(value: str) -> str:
+    """'10.0.0.2:50052' as it is; a scheme, a missing or out-of-range port, or an IPv6 address
+    is an error (llama.cpp's RPC client splits at the first ':' and speaks only plain TCP)."""
+    text = value.strip()
+    if "://" in text:
+        raise ValueError(
+            f"{value!r}: an RPC worker is host:port with no scheme, e.g. 10.0.0.2:50052"
+        )
+    match = _RPC_ENDPOINT.match(text)
+    if not match:
+        raise ValueError(
+            f"{value!r} is not host:port (e.g. 10.0.0.2:50052 or worker1:50052; IPv6 addresses "
+            "are not supported by llama.cpp's RPC client: use a host name)"
+        )
+    if not 1 <= int(match.group(2)) <= 65535:
+        raise ValueError(f"{value!r}: the port must be 1 to 65535")
+    return text
+
+
+RpcEndpoint = Annotated[str, AfterValidator(parse_rpc_endpoint)]
 
 
 class Price(_Strict):
@@ -183,6 +211,18 @@ def _split_command(value: Any) -> Any:
 CommandLine = Annotated[list[str], BeforeValidator(_split_command)]
 
 
+_RAY_ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$")
+_INTERFACE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Variables Hearth sets from a setting of their own.
+_VLLM_ENV_SETTINGS = {
+    "RAY_ADDRESS": "ray_address",
+    "VLLM_HOST_IP": "host_ip",
+    "NCCL_SOCKET_IFNAME": "network_interface",
+    "GLOO_SOCKET_IFNAME": "network_interface",
+}
+
+
 class VLLMSettings(_Strict):
     """How `vllm serve` runs one model (see docs/engines.md)."""
 
@@ -198,6 +238,77 @@ class VLLMSettings(_Strict):
     )
     max_lora_rank: int | None = Field(None, ge=1)
     extra_args: list[str] = Field(default_factory=list, description="Extra `vllm serve` flags.")
+    distributed_executor_backend: Literal["mp", "ray"] | None = Field(
+        None,
+        description="mp: processes on this node; ray: a Ray cluster, the way across nodes "
+        "(tensor_parallel_size x pipeline_parallel_size GPUs); default: vLLM's choice.",
+    )
+    ray_address: str | None = Field(
+        None,
+        description="ray backend: the cluster's address, HOST:PORT of `ray start --head` "
+        "(its --port, 6379 by default) or 'auto', given to vLLM as RAY_ADDRESS; this node must "
+        "have joined the cluster. Default: the cluster this node joined.",
+    )
+    host_ip: str | None = Field(
+        None,
+        description="This node's IP address on the network between the nodes, as Ray knows it "
+        "(VLLM_HOST_IP).",
+    )
+    network_interface: str | None = Field(
+        None,
+        description="The network interface between the nodes, e.g. eth1 "
+        "(NCCL_SOCKET_IFNAME and GLOO_SOCKET_IFNAME).",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment of `vllm serve` (e.g. NCCL_IB_HCA); a value may be "
+        "'env:NAME' or 'file:PATH' for a credential (never logged).",
+    )
+
+    @field_validator("ray_address")
+    @classmethod
+    def _ray_address(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if info.data.get("distributed_executor_backend") != "ray":
+            raise ValueError("a ray_address needs distributed_executor_backend: ray")
+        if value.startswith("ray://"):
+            # vLLM starts its workers as Ray actors from the serving process itself, which a Ray
+            # Client connection cannot do (vllm-project/vllm#14349).
+            raise ValueError(
+                f"{value!r} is a Ray Client address, which vLLM cannot use; give the cluster's "
+                "HOST:PORT (the --port of `ray start --head`, 6379 by default) and run Hearth "
+                "on a node that joined the cluster"
+            )
+        if value != "auto" and not _RAY_ADDRESS.match(value):
+            raise ValueError(f"{value!r} is not HOST:PORT (e.g. 10.0.0.1:6379) nor 'auto'")
+        return value
+
+    @field_validator("host_ip")
+    @classmethod
+    def _host_ip(cls, value: str | None) -> str | None:
+        if value is not None:
+            ipaddress.ip_address(value)  # its ValueError says what is wrong
+        return value
+
+    @field_validator("network_interface")
+    @classmethod
+    def _network_interface(cls, value: str | None) -> str | None:
+        # Gloo takes one interface by its exact name; NCCL's prefix and ^exclusion forms would
+        # mean something else to it.
+        if value is not None and not _INTERFACE.match(value):
+            raise ValueError(f"{value!r} is not a network interface name (e.g. eth1, ib0)")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if name in _VLLM_ENV_SETTINGS:
+                raise ValueError(f"{name} is set by vllm.{_VLLM_ENV_SETTINGS[name]}; use that")
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        return value
 
 
 class TracingSettings(_Strict):
@@ -253,6 +364,11 @@ class ModelSettings(_Strict):
         None, ge=1, description="Most tokens one request may generate (default: the global one)."
     )
     extra_args: list[str] | None = None
+    rpc: list[RpcEndpoint] = Field(
+        default_factory=list,
+        description="llama.cpp: RPC workers (`hearth rpc-worker`) as host:port, which hold part "
+        "of the model's layers; without gpu_layers, every layer goes to the workers and GPUs.",
+    )
     command: CommandLine | None = Field(
         None,
         min_length=1,
@@ -283,6 +399,59 @@ class ModelSettings(_Strict):
         default_factory=dict,
         description="Request fields applied when a request leaves them out (e.g. temperature).",
     )
+    replicas: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Engine processes serving this model, each with its own slots, counted "
+        "against memory_budget and pinned to its own GPU (or its own share of the CPU cores); "
+        "default 1. Or min_replicas/max_replicas to scale with the load.",
+    )
+    min_replicas: int | None = Field(
+        None, ge=1, le=64, description="Autoscaling: replicas always running (default 1)."
+    )
+    max_replicas: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Autoscaling: a replica is added while requests wait for a slot and memory "
+        "allows, up to this many; an extra one stops after replica_keep_alive idle.",
+    )
+    replica_routing: Literal["affinity", "round_robin"] = Field(
+        "affinity",
+        description="How a request picks a replica: affinity (the one whose cache holds its "
+        "prompt prefix, unless it is busy; else the least busy) or round_robin.",
+    )
+    replica_keep_alive: Duration | None = Field(
+        None,
+        description="Idle time before an extra replica (above min_replicas) stops; default: the "
+        "model's keep_alive when positive, else 5 minutes.",
+    )
+
+    @model_validator(mode="after")
+    def _replica_counts(self) -> ModelSettings:
+        if self.replicas is not None and (self.min_replicas or self.max_replicas):
+            raise ValueError("set replicas, or min_replicas/max_replicas, not both")
+        if self.min_replicas is not None and self.max_replicas is None:
+            raise ValueError("min_replicas needs max_replicas (or set replicas)")
+        if self.replica_range()[0] > self.replica_range()[1]:
+            raise ValueError("min_replicas is more than max_replicas")
+        return self
+
+    def replica_range(self) -> tuple[int, int]:
+        """(replicas always running, most replicas): (N, N) for `replicas: N`."""
+        if self.replicas is not None:
+            return self.replicas, self.replicas
+        if self.max_replicas is not None:
+            return self.min_replicas or 1, self.max_replicas
+        return 1, 1
+
+    @field_validator("rpc")
+    @classmethod
+    def _rpc_needs_llama_cpp(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if value and info.data.get("engine") not in (None, "llama.cpp"):
+            raise ValueError("only the llama.cpp engine splits a model over RPC workers")
+        return value
 
     def engine_settings(self, defaults: EngineSettings) -> EngineSettings:
         """The engine settings for this model: its own values over the top-level ones."""
@@ -340,6 +509,11 @@ class Settings(_Strict):
     llama_server: Path | None = Field(
         None, description="Path of the llama-server binary (else PATH, then Hearth's tools)."
     )
+    rpc_server: Path | None = Field(
+        None,
+        description="Path of the rpc-server binary for `hearth rpc-worker` (else PATH, "
+        "then Hearth's tools).",
+    )
     max_request_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
     )
@@ -371,6 +545,11 @@ class Settings(_Strict):
     )
     memory_fraction: float = Field(
         0.8, gt=0, le=1, description="Share of physical RAM used when memory_budget is unset."
+    )
+    prompt_cache_max: ByteSize = Field(
+        ByteSize(2 * 1024**3),
+        description="Disk space, all models together, for the prompt caches (KV) of the busiest "
+        "slots of llama.cpp models that unload, restored when they load again; 0 turns it off.",
     )
     request_queue_size: int = Field(
         64, ge=0, description="Requests per model that may wait for a free slot before 503."
@@ -438,6 +617,10 @@ class Settings(_Strict):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def prompt_cache_dir(self) -> Path:
+        return self.data_dir / "prompt-cache"
 
     @property
     def tools_dir(self) -> Path:

@@ -134,6 +134,8 @@ def _log_request(scope: Scope, state: dict[str, Any], status: int, elapsed: floa
                 "deployment": None if trace is None else _printable(trace.deployment),
                 "attempts": None if trace is None else trace.attempts,
                 "cache": None if trace is None else trace.cache,
+                "replica": None if trace is None else trace.replica,
+                "replica_choice": None if trace is None else trace.replica_choice,
                 "prompt_tokens": usage.get("prompt_tokens"),
                 "completion_tokens": usage.get("completion_tokens"),
                 "latency_ms": round(elapsed * 1000, 1),

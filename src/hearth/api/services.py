@@ -87,7 +87,7 @@ class Services:
         for model in self.scheduler.loaded():
             name = [model.deployment.name]
             loaded.add_metric(name, 1)
-            memory.add_metric(name, model.deployment.memory_bytes)
+            memory.add_metric(name, model.memory_bytes)  # all its replicas
             busy.add_metric(name, model.slots.busy)
             queued.add_metric(name, model.slots.queued)
             restarts.add_metric(name, model.supervisor.restarts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import socket
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from rich.table import Table
 
 from hearth import __version__
 from hearth.cli.options import settings_from, settings_options
+from hearth.config import Settings
 from hearth.engines.gpu import detect_accelerators
 from hearth.engines.registry import default_registry
 from hearth.models.bundled import BUNDLED_MODEL_NAME, bundled_model_path
@@ -48,6 +50,14 @@ def doctor(config_file: Path | None, data_dir: Path | None) -> None:
             state = "[yellow]not available[/]"
         table.add_row(f"{status.engine} engine", state, version + status.detail)
 
+    for address, users in _rpc_workers(settings).items():
+        error = _unreachable(address)
+        detail = f"for {', '.join(users)}"
+        if error:
+            detail += f": {error}; start `hearth rpc-worker` there, or check the network"
+        state = "[yellow]unreachable[/]" if error else "[green]reachable[/]"
+        table.add_row(f"RPC worker {address}", state, detail)
+
     model = bundled_model_path(settings.models_dir)
     if model.is_file():
         size = model.stat().st_size / 1e6
@@ -74,6 +84,26 @@ def doctor(config_file: Path | None, data_dir: Path | None) -> None:
     Console().print(table)
     if problems:
         raise SystemExit(1)
+
+
+def _rpc_workers(settings: Settings) -> dict[str, list[str]]:
+    """Each RPC worker the models name, with the models that use it."""
+    workers: dict[str, list[str]] = {}
+    for name, model in sorted(settings.models.items()):
+        for address in model.rpc:
+            workers.setdefault(address, []).append(name)
+    return workers
+
+
+def _unreachable(address: str) -> str | None:
+    """Why a TCP connection to the worker fails, or None. (The worker sees a client that hangs
+    up at once, which it logs and forgets.)"""
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def _writable(path: Path) -> bool:

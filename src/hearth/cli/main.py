@@ -10,6 +10,7 @@ from hearth.cli.doctor import doctor
 from hearth.cli.keys import keys
 from hearth.cli.models import import_, ls, pull, rm, show
 from hearth.cli.ps import ps, unload
+from hearth.cli.rpc_worker import rpc_worker
 from hearth.cli.serve import serve
 from hearth.cli.setup import setup
 from hearth.cli.usage import usage
@@ -33,6 +34,7 @@ def cli() -> None:
       hearth ls | show NAME | rm NAME  list, inspect, remove
       hearth ps        list the models a running Hearth has loaded
       hearth bench     load-test any OpenAI-compatible server (--url, --model)
+      hearth rpc-worker  lend this machine's memory/GPU to a Hearth elsewhere (llama.cpp RPC)
 
     \b
     Access:
@@ -51,6 +53,7 @@ cli.add_command(unload)
 cli.add_command(bench)
 cli.add_command(keys)
 cli.add_command(usage)
+cli.add_command(rpc_worker)
 
 
 def main() -> None:

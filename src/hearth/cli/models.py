@@ -22,6 +22,7 @@ from rich.table import Table
 from hearth.cli.options import settings_from, settings_options
 from hearth.cli.running import server_url
 from hearth.config import Settings
+from hearth.engines.prompt_cache import PromptCache
 from hearth.errors import HearthError
 from hearth.models.bundled import BUNDLED_MODEL_NAME, BUNDLED_TEMPLATE
 from hearth.models.gguf_info import GGUFInfo, memory_breakdown, parameter_size, read_gguf_info
@@ -143,7 +144,7 @@ def show(name: str, config_file: Path | None, data_dir: Path | None) -> None:
 @settings_options
 def rm(name: str, force: bool, config_file: Path | None, data_dir: Path | None) -> None:
     """Remove a model: forget it and delete the files Hearth downloaded or copied (a referenced
-    file is left where it is)."""
+    file is left where it is) and its saved prompt caches."""
     settings = settings_from(config_file, data_dir=data_dir)
     store = ModelStore(settings.models_dir)
     _run(lambda: store.get(name))
@@ -153,6 +154,7 @@ def rm(name: str, force: bool, config_file: Path | None, data_dir: Path | None) 
             f"`hearth unload {name}`, or pass --force to remove it anyway"
         )
     model = _run(lambda: store.remove(name))
+    PromptCache(settings.prompt_cache_dir, settings.prompt_cache_max).remove_model(name)
     kept = "" if model.copied else f" (the file {model.path} was left in place)"
     click.echo(f"removed {model.name}{kept}")
 

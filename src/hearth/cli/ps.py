@@ -45,13 +45,15 @@ def ps(config_file: Path | None, data_dir: Path | None) -> None:
     """List the models a running Hearth has loaded."""
     loaded = _admin(settings_from(config_file, data_dir=data_dir), "GET", "/loaded")["data"]
     table = Table()
-    for column in ("model", "state", "pid", "in flight", "idle", "unloads in", "restarts"):
+    columns = ("model", "state", "pid", "replicas", "in flight", "idle", "unloads in", "restarts")
+    for column in columns:
         table.add_column(column)
     for model in loaded:
         table.add_row(
             model["name"],
             model["state"],
             str(model["pid"] or "-"),
+            str(len(model.get("replicas") or [model])),
             str(model["in_flight"]),
             _seconds(model["idle_for_s"]),
             "never" if model["keep_alive_s"] < 0 else _seconds(model["expires_in_s"]),

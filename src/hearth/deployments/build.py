@@ -3,6 +3,7 @@ deployments and the routes over them."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -11,6 +12,8 @@ from hearth.config import BUNDLED_MODEL_NAME, ModelSettings, Settings
 from hearth.deployments.catalogue import Catalogue
 from hearth.deployments.deployment import LocalDeployment
 from hearth.deployments.remote import add_remote_deployments, add_routes
+from hearth.deployments.replicas import build_replicas
+from hearth.engines.base import Launcher
 from hearth.engines.gpu import detect_accelerators
 from hearth.engines.registry import EngineRegistry, default_registry
 from hearth.engines.spec import EngineContext
@@ -64,6 +67,13 @@ def build_catalogue(
                     max_output_tokens=model.max_output_tokens or settings.max_output_tokens,
                     price=model.price,
                     unavailable=built.unavailable,
+                    replicas=build_replicas(
+                        model,
+                        settings,
+                        keep_alive,
+                        context.accelerators,
+                        functools.partial(_launcher, registry, name, context),
+                    ),
                 )
             )
         except ValueError as exc:
@@ -77,3 +87,10 @@ def build_catalogue(
             known = ", ".join(d.name for d in catalogue.deployments())
             raise ConfigError(f"preload: '{name}' is not a local model; known: {known}") from None
     return catalogue
+
+
+def _launcher(
+    registry: EngineRegistry, name: str, context: EngineContext, model: ModelSettings
+) -> Launcher:
+    """The launcher of an entry built with other settings (a replica's threads)."""
+    return registry.build(name, model, context).launcher

@@ -38,6 +38,23 @@ def _stats(name: str) -> DeploymentStats:
     return DeploymentStats(CircuitBreaker(name))
 
 
+@dataclass(frozen=True)
+class Replicas:
+    """How many engine processes serve a local model and how a request picks one (settings:
+    replicas, min_replicas, max_replicas, replica_routing, replica_keep_alive)."""
+
+    min: int = 1
+    max: int = 1
+    routing: Literal["affinity", "round_robin"] = "affinity"
+    idle: float = 300.0  # seconds an extra replica (above min) stays up unused
+    # The launcher of each replica index, pinned to its device; empty: the deployment's own.
+    launchers: tuple[Launcher, ...] = ()
+
+    @property
+    def autoscaled(self) -> bool:
+        return self.max > self.min
+
+
 @dataclass
 class LocalDeployment:
     """A model served by an engine process that Hearth starts and stops (see scheduler)."""
@@ -54,6 +71,7 @@ class LocalDeployment:
     price: Price = field(default_factory=Price)
     # Why it cannot be loaded (its engine is not installed); requests get a 503 saying so.
     unavailable: str | None = None
+    replicas: Replicas = field(default_factory=Replicas)
     stats: DeploymentStats = field(init=False, repr=False)
 
     kind: Literal["local"] = "local"
@@ -64,6 +82,11 @@ class LocalDeployment:
     @property
     def capabilities(self) -> Capabilities:
         return self.launcher.capabilities
+
+    def replica_launcher(self, index: int) -> Launcher:
+        """The launcher of replica `index` (0 is the first), pinned where it should run."""
+        launchers = self.replicas.launchers
+        return launchers[index] if index < len(launchers) else self.launcher
 
     @property
     def capacity(self) -> int | None:

@@ -52,6 +52,26 @@ class ModelFile:
     chat_template: Path | None = None
 
 
+class ProcessHooks(Protocol):
+    """Work an engine wants done around one process's life, by the supervisor that runs it.
+    `name` is the supervisor's (the model's, or `model#i` for a replica), stable across loads.
+
+    The supervisor bounds each coroutine in time and logs, never raises, what goes wrong: a hook
+    may make the next load faster, never stop one from happening."""
+
+    def start_args(self, name: str) -> list[str]:
+        """Flags added to the command line of each start (may prepare folders they name)."""
+        ...
+
+    async def after_ready(self, name: str, base_url: str) -> None:
+        """Once the engine answers its health probe, before requests are let through."""
+        ...
+
+    async def before_stop(self, name: str, base_url: str) -> None:
+        """When a live, ready engine is about to be stopped (never after a crash)."""
+        ...
+
+
 @dataclass(frozen=True)
 class EngineCommand:
     """How to start one engine process listening on a given port."""
@@ -61,6 +81,9 @@ class EngineCommand:
     health_path: str = "/health"
     # What to tell the user when the health path answers 404 (the server has no such endpoint).
     health_hint: str = ""
+    hooks: ProcessHooks | None = None
+    # The CPU cores the process may run on (a replica's share); None: the OS decides.
+    cpus: frozenset[int] | None = None
 
 
 class Launcher(Protocol):

@@ -29,8 +29,9 @@ _PR_SET_PDEATHSIG = 1
 LOG_ROTATE_BYTES = 20 * 1024 * 1024
 
 
-def die_with_parent_hook() -> Callable[[], None] | None:
-    """A pre-exec hook asking Linux to SIGKILL the child when Hearth dies, for any reason."""
+def die_with_parent_hook(cpus: frozenset[int] | None = None) -> Callable[[], None] | None:
+    """A pre-exec hook asking Linux to SIGKILL the child when Hearth dies, for any reason, and
+    to keep it (and every thread it starts) on `cpus` when given."""
     if not sys.platform.startswith("linux"):
         return None
     parent = os.getpid()
@@ -40,6 +41,10 @@ def die_with_parent_hook() -> Callable[[], None] | None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
+        if cpus:
+            # Before exec, so the engine's threads inherit it: setting it afterwards would
+            # miss the threads it has already started.
+            os.sched_setaffinity(0, cpus)
 
     return hook
 
@@ -106,7 +111,7 @@ class EngineProcess:
                 stderr=asyncio.subprocess.STDOUT,
                 env={**os.environ, **self.command.env},
                 start_new_session=True,
-                preexec_fn=die_with_parent_hook(),
+                preexec_fn=die_with_parent_hook(self.command.cpus),
             )
         except OSError as exc:
             raise EngineStartError(f"cannot run {self.command.argv[0]}: {exc.strerror}") from None

@@ -12,13 +12,13 @@ import enum
 import logging
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
 
-from hearth.engines.base import Launcher
+from hearth.engines.base import EngineCommand, Launcher
 from hearth.engines.ports import free_port
 from hearth.engines.process import EngineProcess, describe_exit
 from hearth.errors import EngineStartError, EngineUnavailable
@@ -46,6 +46,9 @@ class SupervisorPolicy:
     health_interval: float = 15.0
     health_timeout: float = 10.0
     health_failures: int = 3  # consecutive failed probes before a hung engine is replaced
+    # Longest an engine's after-ready or before-stop hook may take (restoring or saving its
+    # prompt caches): a load or an unload is never held up for longer.
+    hook_timeout: float = 10.0
 
 
 class EngineSupervisor:
@@ -125,8 +128,14 @@ class EngineSupervisor:
         return True
 
     async def stop(self) -> None:
+        was_ready = self.state is EngineState.READY
         self._stopping = True
-        self._set_state(EngineState.STOPPED)
+        self._set_state(EngineState.STOPPED)  # from here requests are refused, not queued
+        process = self._process
+        hooks = process.command.hooks if process is not None else None
+        # Only a live, ready engine has anything worth keeping; after a crash nothing is saved.
+        if was_ready and hooks is not None and process is not None and process.returncode is None:
+            await self._bounded(hooks.before_stop(self.name, process.base_url), "before-stop")
         if self._process is not None:
             await self._process.stop(self.policy.shutdown_grace)
         if self._task is not None:
@@ -156,12 +165,8 @@ class EngineSupervisor:
     async def _run(self) -> None:
         failures = 0
         while not self._stopping:
-            process = EngineProcess(
-                self.launcher.command(self.host, port := free_port(self.host)),
-                self.host,
-                port,
-                self.log_path,
-            )
+            port = free_port(self.host)
+            process = EngineProcess(self._command(port), self.host, port, self.log_path)
             self._process = process
             if self.state is not EngineState.RESTARTING:
                 self._set_state(EngineState.STARTING)
@@ -181,6 +186,9 @@ class EngineSupervisor:
                 await asyncio.sleep(self._backoff(failures))
                 continue
 
+            hooks = process.command.hooks
+            if hooks is not None:  # before any request can reach the engine
+                await self._bounded(hooks.after_ready(self.name, process.base_url), "after-ready")
             self.last_error = None
             self.ready_since = time.monotonic()
             log.info(
@@ -203,6 +211,25 @@ class EngineSupervisor:
             await process.stop(self.policy.shutdown_grace)
             if failures:
                 await asyncio.sleep(self._backoff(failures))
+
+    def _command(self, port: int) -> EngineCommand:
+        command = self.launcher.command(self.host, port)
+        if command.hooks is None:
+            return command
+        return replace(command, argv=[*command.argv, *command.hooks.start_args(self.name)])
+
+    async def _bounded(self, work: Coroutine[object, object, None], what: str) -> None:
+        """Run an engine hook for at most `hook_timeout`; its failure is logged, not raised."""
+        try:
+            await asyncio.wait_for(work, self.policy.hook_timeout)
+        except TimeoutError:
+            log.warning(
+                "model %s: %s hook gave up after %.0fs", self.name, what, self.policy.hook_timeout
+            )
+        except Exception as exc:  # an engine's optional extra: nothing in it may stop a load
+            log.warning(
+                "model %s: %s hook failed: %s: %s", self.name, what, type(exc).__name__, exc
+            )
 
     async def _watch(self, process: EngineProcess) -> str:
         """Return when the engine exits or stops answering its health probe."""

@@ -84,6 +84,14 @@ class HearthMetrics:
         self.cache = Counter(
             "hearth_cache_lookups", "Response cache lookups, by result.", ["result"], registry=r
         )
+        self.replica_choices = Counter(
+            "hearth_replica_choices",
+            "Requests to a model with replicas, by why their replica was chosen: prefix (it "
+            "held the longest prefix of the prompt), busy (another held more but was too busy), "
+            "least_busy (none held any), round_robin.",
+            ["model", "reason"],
+            registry=r,
+        )
         self.gateway_overhead = Histogram(
             "hearth_gateway_overhead_seconds",
             "Time Hearth itself spent on a request before its answer started, upstream time "

@@ -16,8 +16,10 @@ from hearth.errors import (
     UpstreamStatusError,
     UpstreamUnavailable,
 )
+from hearth.observability.metrics import HearthMetrics
 from hearth.observability.request_id import REQUEST_ID_HEADER
 from hearth.observability.tracing import Tracing
+from hearth.routing.prompt_prefix import CHUNK_BYTES, prompt_fingerprint
 from hearth.routing.request import RoutedRequest
 from hearth.routing.streams import OpenedStream
 from hearth.scheduler.scheduler import Scheduler
@@ -35,18 +37,33 @@ async def call_engine(
     body: bytes,
     stack: contextlib.AsyncExitStack,
     tracing: Tracing,
+    metrics: HearthMetrics,
 ) -> dict[str, Any] | OpenedStream:
     """The engine's answer, or its opened stream. The model stays held (never unloaded) until
-    `stack` closes."""
+    `stack` closes. A model with replicas answers from the one its scheduler picks for the
+    prompt's prefix; the trace and `hearth_replica_choices_total` say which and why."""
     what = f"the engine for model '{deployment.name}'"
     headers = {REQUEST_ID_HEADER: request.request_id}
     tracing.inject(headers)
     url_path = "/v1" + request.path
+    replicas = deployment.replicas
+    by_prefix = replicas.max > 1 and replicas.routing == "affinity"
+    prefix = prompt_fingerprint(request.fields) if by_prefix else ()
     # Waiting for the model to load and for one of its slots.
-    with tracing.span("queue", {"hearth.model": deployment.name}):
-        supervisor = await stack.enter_async_context(
-            scheduler.use(deployment, request.keep_alive, request.priority)
+    with tracing.span("queue", {"hearth.model": deployment.name}) as span:
+        lease = await stack.enter_async_context(
+            scheduler.hold(deployment, request.keep_alive, request.priority, prefix)
         )
+        if span is not None and replicas.max > 1:
+            span.set_attribute("hearth.replica", lease.replica)
+            span.set_attribute("hearth.replica.choice", lease.reason)
+            span.set_attribute("hearth.replica.prefix_bytes", lease.matched * CHUNK_BYTES)
+    if replicas.max > 1:  # a model with one engine has nothing to choose
+        trace = request.trace
+        trace.replica, trace.replica_choice = lease.replica, lease.reason
+        trace.prefix_matched = lease.matched * CHUNK_BYTES
+        metrics.replica_choices.labels(deployment.name, lease.reason).inc()
+    supervisor = lease.supervisor
     if not request.stream:
         return await _to_engine(
             supervisor, lambda base: upstream.post(base + url_path, body, what, headers)
@@ -62,7 +79,9 @@ async def call_engine(
 
         return await OpenedStream.start(stream, on_crash=crashed)
 
-    return await _to_engine(supervisor, open_stream)
+    opened = await _to_engine(supervisor, open_stream)
+    lease.prompt_evaluated()  # its first event: the replica's backlog no longer holds the prompt
+    return opened
 
 
 async def _to_engine(supervisor: EngineSupervisor, call: Callable[[str], Awaitable[T]]) -> T:

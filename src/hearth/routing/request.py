@@ -23,6 +23,12 @@ class Trace:
     ttft: float | None = None
     usage: dict[str, Any] | None = None
     cache: str | None = None  # "hit" or "miss" when the cache was consulted
+    # For a local model with replicas: the one that answered, why that one (prefix, busy,
+    # least_busy, round_robin; see scheduler/affinity.py) and how much of the prompt it held,
+    # in bytes of the rendered prompt (routing/prompt_prefix.py).
+    replica: str | None = None
+    replica_choice: str | None = None
+    prefix_matched: int = 0
     # What the client finally got, when that is not the HTTP status it was sent: a stream that
     # broke off (its error's status), was left by the client (499) or cut at shutdown (503).
     status: int | None = None

@@ -212,6 +212,7 @@ class Router:
                         body,
                         stack,
                         self.tracing,
+                        self.metrics,
                     )
                 else:
                     opened = await self._call_remote(deployment, request, stack)

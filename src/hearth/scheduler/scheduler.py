@@ -9,6 +9,11 @@ Loading a model that does not fit in the budget evicts idle models, least recent
 When every loaded model is busy, the request waits (at most `queue_size` of them) until one is
 released; past that it gets 503 with Retry-After. A model larger than the whole budget is refused
 with a 400 that says how much it needs.
+
+A model may run as several replicas (engine processes), each counted against the budget; a
+request goes to one of them (see `affinity`). An autoscaled model starts another replica when
+every one is busy and the budget has room without evicting anything, and stops an extra one after
+it has been idle for its replica idle time.
 """
 
 from __future__ import annotations
@@ -17,53 +22,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 from hearth.deployments.catalogue import Catalogue
 from hearth.deployments.deployment import LocalDeployment
+from hearth.engines.placement import PinnedLauncher
 from hearth.engines.supervisor import EngineSupervisor, SupervisorPolicy
 from hearth.errors import EngineNotInstalled, ModelTooLarge, ServerBusy
+from hearth.scheduler.loaded import Lease, LoadedModel, Replica, replica_name
 from hearth.scheduler.slots import RequestSlots
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class LoadedModel:
-    deployment: LocalDeployment
-    supervisor: EngineSupervisor
-    slots: RequestSlots
-    keep_alive: float
-    loaded_at: float
-    last_used: float
-    in_flight: int = 0  # requests holding the model: decoding or queued for a slot
-
-    def expires_at(self) -> float | None:
-        """Monotonic time of the idle unload, or None while in use or kept forever."""
-        if self.in_flight or self.keep_alive < 0:
-            return None
-        return self.last_used + self.keep_alive
-
-    def describe(self, now: float) -> dict[str, Any]:
-        expires = self.expires_at()
-        return {
-            "name": self.deployment.name,
-            "state": self.supervisor.state.value,
-            "pid": self.supervisor.process.pid if self.supervisor.process else None,
-            "in_flight": self.in_flight,
-            "slots": self.slots.slots,
-            "slots_busy": self.slots.busy,
-            "queued": self.slots.queued,
-            "loaded_for_s": round(now - self.loaded_at, 1),
-            "idle_for_s": None if self.in_flight else round(now - self.last_used, 1),
-            "keep_alive_s": self.keep_alive,
-            "expires_in_s": None if expires is None else round(max(0.0, expires - now), 1),
-            "restarts": self.supervisor.restarts,
-            "last_error": self.supervisor.last_error,
-        }
+__all__ = ["Lease", "LoadedModel", "Scheduler"]
 
 
 class Scheduler:
@@ -101,35 +74,45 @@ class Scheduler:
         loaded = self._loaded.get(deployment.name)
         if loaded is None:
             now = time.monotonic()
-            supervisor = EngineSupervisor(
-                deployment.name,
-                deployment.launcher,
-                log_path=self.logs_dir / f"{deployment.name.replace('/', '--')}.log",
-                policy=self.policy,
-                on_ready=self._ready_callback(deployment.name),
-            )
             loaded = LoadedModel(
                 deployment,
-                supervisor,
-                RequestSlots(
-                    deployment.name,
-                    deployment.slots,
-                    self.request_queue_size,
-                    self.request_queue_timeout,
-                ),
+                {},
                 keep_alive=deployment.keep_alive if keep_alive is None else keep_alive,
                 loaded_at=now,
                 last_used=now,
             )
             self._loaded[deployment.name] = loaded
             log.info("loading model %s", deployment.name)
-            supervisor.start()
+            for index in range(deployment.replicas.min):
+                self._start_replica(loaded, index)
         elif keep_alive is not None:
             loaded.keep_alive = keep_alive
         return loaded
 
+    def _start_replica(self, loaded: LoadedModel, index: int) -> Replica:
+        deployment, now = loaded.deployment, time.monotonic()
+        name = replica_name(deployment.name, index)
+        launcher = deployment.replica_launcher(index)
+        supervisor = EngineSupervisor(
+            name,
+            launcher,
+            log_path=self.logs_dir / f"{name.replace('/', '--')}.log",
+            policy=self.policy,
+            on_ready=self._ready_callback(deployment.name),
+        )
+        slots = RequestSlots(
+            name, deployment.slots, self.request_queue_size, self.request_queue_timeout
+        )
+        where = launcher.placement.describe() if isinstance(launcher, PinnedLauncher) else "shared"
+        replica = Replica(index, supervisor, slots, where, started_at=now, last_used=now)
+        loaded.replicas[index] = replica
+        if index:
+            log.info("starting replica %s (%s)", name, where)
+        supervisor.start()
+        return replica
+
     def memory_in_use(self) -> int:
-        return sum(m.deployment.memory_bytes for m in self._loaded.values())
+        return sum(m.memory_bytes for m in self._loaded.values())
 
     async def make_room_and_load(self, deployment: LocalDeployment) -> LoadedModel:
         """Load a model once it fits: evict idle models (LRU) or wait for busy ones to finish."""
@@ -138,11 +121,14 @@ class Scheduler:
             return loaded
         if deployment.unavailable is not None:
             raise EngineNotInstalled(deployment.unavailable)  # starting it could only fail
-        budget, need = self.memory_budget, deployment.memory_bytes
+        count = deployment.replicas.min
+        budget, need = self.memory_budget, deployment.memory_bytes * count
         if budget is not None and need > budget:
+            replicas = f" ({count} replicas)" if count > 1 else ""
             raise ModelTooLarge(
-                f"The model '{deployment.name}' needs about {_gib(need)} of memory but the budget "
-                f"is {_gib(budget)}; raise memory_budget or lower its ctx_size/parallel.",
+                f"The model '{deployment.name}' needs about {_gib(need)} of memory{replicas} but "
+                f"the budget is {_gib(budget)}; raise memory_budget or lower its "
+                f"ctx_size/parallel{'/replicas' if replicas else ''}.",
                 param="model",
             )
         async with self._room:
@@ -184,14 +170,31 @@ class Scheduler:
     ) -> AsyncIterator[EngineSupervisor]:
         """Hold a model for one request: loaded on demand, never unloaded while held, and one of
         its slots (waiting for one, by priority, when all are busy)."""
+        async with self.hold(deployment, keep_alive, priority) as lease:
+            yield lease.supervisor
+
+    @contextlib.asynccontextmanager
+    async def hold(
+        self,
+        deployment: LocalDeployment,
+        keep_alive: float | None = None,
+        priority: int = 0,
+        prefix: Sequence[bytes] = (),
+    ) -> AsyncIterator[Lease]:
+        """`use`, on the replica chosen for a prompt with this prefix fingerprint (see
+        `affinity`); the lease says which replica and why."""
         loaded = await self.make_room_and_load(deployment)
-        loaded.in_flight += 1
+        replica, choice = loaded.choose(prefix)
+        if loaded.wants_another() and self._room_for(deployment.memory_bytes):
+            index = next(i for i in range(len(loaded.replicas) + 1) if i not in loaded.replicas)
+            self._start_replica(loaded, index)
+        lease = Lease(replica, choice)
         try:
-            async with loaded.slots.hold(priority):
-                yield loaded.supervisor
+            async with replica.slots.hold(priority):
+                yield lease
         finally:
-            loaded.in_flight -= 1
-            loaded.last_used = time.monotonic()
+            lease.release()
+            replica.last_used = loaded.last_used = time.monotonic()
             if keep_alive is not None:
                 loaded.keep_alive = keep_alive
             if loaded.in_flight == 0:
@@ -199,6 +202,10 @@ class Scheduler:
                     self._unload_soon(loaded)
                 # In the background: an eviction may hold the lock while an engine stops.
                 self._in_background(self._wake_waiters())
+
+    def _room_for(self, need: int) -> bool:
+        """Room in the budget without evicting anything (for another replica)."""
+        return self.memory_budget is None or self.memory_in_use() + need <= self.memory_budget
 
     async def _wake_waiters(self) -> None:
         async with self._room:
@@ -211,15 +218,16 @@ class Scheduler:
 
     async def adopt(self, catalogue: Catalogue) -> dict[str, str]:
         """Switch loaded models to a new catalogue (after a settings reload). A model whose engine
-        command line changed is reloaded, once; one that is gone is unloaded; any other change
-        (keep_alive, aliases, request defaults) applies without touching the engine."""
+        command line or replicas changed is reloaded, once; one that is gone is unloaded; any other
+        change (keep_alive, aliases, request defaults, replica_routing) applies without touching
+        the engines."""
         changes: dict[str, str] = {}
         for name, loaded in list(self._loaded.items()):
             new = catalogue.get(name)
             if new is None:
                 await self.unload(name)
                 changes[name] = "unloaded"
-            elif _engine_argv(new) == _engine_argv(loaded.deployment):
+            elif _engine_setup(new) == _engine_setup(loaded.deployment):
                 loaded.deployment = new
                 changes[name] = "kept"
             else:
@@ -246,7 +254,7 @@ class Scheduler:
         if loaded is None:
             return False
         log.info("unloading model %s", name)
-        await loaded.supervisor.stop()
+        await asyncio.gather(*(r.supervisor.stop() for r in loaded.replicas.values()))
         if not self._room.locked():  # eviction holds it and goes on by itself
             await self._wake_waiters()
         return True
@@ -279,12 +287,29 @@ class Scheduler:
                         now - loaded.last_used,
                     )
                     self._unload_soon(loaded)
+                    continue
+                for replica in loaded.idle_extras(now):
+                    self._in_background(self._stop_replica(loaded, replica))
+
+    async def _stop_replica(self, loaded: LoadedModel, replica: Replica) -> None:
+        """Autoscaling down: an extra replica idle past its time stops; memory frees for others."""
+        if loaded.replicas.get(replica.index) is not replica or replica.in_flight:
+            return
+        del loaded.replicas[replica.index]
+        loaded.prefixes.forget(replica.index)
+        idle = time.monotonic() - replica.last_used
+        log.info("replica %s idle for %.0fs; stopping it", replica.name, idle)
+        await replica.supervisor.stop()
+        await self._wake_waiters()
 
 
 def _gib(size: int) -> str:
     return f"{size / 2**30:.2f} GiB"
 
 
-def _engine_argv(deployment: LocalDeployment) -> list[str]:
-    """The engine command line, port aside: what decides whether a change needs a reload."""
-    return deployment.launcher.command("127.0.0.1", 0).argv
+def _engine_setup(deployment: LocalDeployment) -> list[Any]:
+    """What decides whether a settings change needs a reload: each replica's engine command line
+    (port aside), environment and cores, and how many replicas may run."""
+    replicas = deployment.replicas
+    commands = [deployment.replica_launcher(i).command("127.0.0.1", 0) for i in range(replicas.max)]
+    return [replicas.min, replicas.max, *((c.argv, c.env, c.cpus) for c in commands)]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hearth.engines.llama_cpp import build
-from hearth.engines.llama_cpp.locate import tools_binary
+from hearth.engines.llama_cpp.locate import RPC_BINARY_NAME, tools_binary
 from hearth.errors import SetupError
 
 
@@ -23,12 +23,34 @@ def test_a_cached_binary_is_reused_without_building(
     cached.parent.mkdir(parents=True)
     cached.write_text("#!/bin/sh\necho 'version: 7 (cafe)'\n")
     cached.chmod(cached.stat().st_mode | stat.S_IEXEC)
+    tools_binary(tmp_path, RPC_BINARY_NAME).write_text("#!/bin/sh\n")
 
     def no_fetch(*args: object) -> Path:
         raise AssertionError("a cached engine must not be rebuilt")
 
     monkeypatch.setattr(build, "_fetch_sources", no_fetch)
     assert build.ensure_llama_server(tmp_path) == cached
+
+
+def test_a_cache_without_rpc_server_is_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache from before rpc-server was built alongside is completed, not trusted."""
+    cached = tools_binary(tmp_path)
+    cached.parent.mkdir(parents=True)
+    cached.write_text("#!/bin/sh\necho 'version: 7 (cafe)'\n")
+    cached.chmod(cached.stat().st_mode | stat.S_IEXEC)
+
+    class Rebuilt(Exception):
+        pass
+
+    def fetch(*args: object) -> Path:
+        raise Rebuilt
+
+    monkeypatch.setattr(build, "_check_toolchain", lambda: None)
+    monkeypatch.setattr(build, "_fetch_sources", fetch)
+    with pytest.raises(Rebuilt):
+        build.ensure_llama_server(tmp_path)
 
 
 def test_missing_toolchain_is_named_with_the_fix(
@@ -46,3 +68,4 @@ def test_the_engine_that_make_setup_built_is_the_cached_one(llama_server_binary:
         pytest.skip(f"using a llama-server from elsewhere: {llama_server_binary}")
     info = llama_server_binary.parents[1] / "build-info.json"
     assert "llama_cpp_python" in info.read_text()
+    assert (llama_server_binary.parent / RPC_BINARY_NAME).is_file()

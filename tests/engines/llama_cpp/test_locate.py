@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from hearth.engines.llama_cpp.locate import engine_version, locate_llama_server, tools_binary
+from hearth.engines.llama_cpp.locate import (
+    RPC_BINARY_NAME,
+    LocatedBinary,
+    engine_version,
+    locate_llama_server,
+    locate_rpc_server,
+    tools_binary,
+)
 from hearth.errors import SetupError
 
 
@@ -57,3 +64,19 @@ def test_engine_version_parses_the_version_line(tmp_path: Path) -> None:
 
 def test_the_real_engine_reports_a_version(llama_server_binary: Path) -> None:
     assert engine_version(llama_server_binary)
+
+
+def test_rpc_server_is_found_like_llama_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = fake_binary(tools_binary(tmp_path / "tools", RPC_BINARY_NAME))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert locate_rpc_server(None, tmp_path / "tools") == LocatedBinary(built, "tools")
+    on_path = fake_binary(tmp_path / "bin" / RPC_BINARY_NAME)
+    monkeypatch.setenv("PATH", str(on_path.parent))
+    assert locate_rpc_server(None, tmp_path / "tools") == LocatedBinary(on_path, "PATH")
+    configured = fake_binary(tmp_path / "mine" / "rpc-server")
+    assert locate_rpc_server(configured, tmp_path / "tools").source == "setting"
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(SetupError, match=r"rpc-server was not found.*hearth setup"):
+        locate_rpc_server(None, tmp_path / "elsewhere")

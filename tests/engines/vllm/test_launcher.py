@@ -12,6 +12,7 @@ from hearth.engines.base import Capabilities
 from hearth.engines.gpu import GPU, Accelerators, detect_accelerators
 from hearth.engines.vllm import launcher as vllm_launcher
 from hearth.engines.vllm.launcher import VLLMLauncher, locate_vllm
+from hearth.secrets import Secret
 from support.engine_checks import answers_a_completion
 from support.hf_models import write_tiny_chat_model
 
@@ -86,3 +87,48 @@ async def test_vllm_serves_a_tiny_model_for_real(tmp_path: Path) -> None:
     settings = VLLMSettings(gpu_memory_utilization=0.3, max_model_len=256)
     launcher = VLLMLauncher(locate_vllm(detect_accelerators()), str(model), "tiny", settings)
     await answers_a_completion(launcher, tmp_path / "vllm.log")
+
+
+def test_tensor_2_by_pipeline_2_over_a_ray_cluster_builds_this_command_and_environment() -> None:
+    settings = VLLMSettings(
+        tensor_parallel_size=2,
+        pipeline_parallel_size=2,
+        distributed_executor_backend="ray",
+        ray_address="10.0.0.1:6379",
+        host_ip="10.0.0.2",
+        network_interface="eth1",
+        env={"NCCL_IB_HCA": "mlx5"},
+    )
+    launcher = VLLMLauncher(
+        "/opt/vllm/bin/vllm",
+        "Qwen/Qwen2.5-72B-Instruct",
+        "qwen",
+        settings,
+        env={"NCCL_IB_HCA": Secret("mlx5")},
+    )
+    command = launcher.command("127.0.0.1", 8123)
+    assert command.argv == [
+        "/opt/vllm/bin/vllm", "serve", "Qwen/Qwen2.5-72B-Instruct",
+        "--host", "127.0.0.1",
+        "--port", "8123",
+        "--served-model-name", "qwen",
+        "--tensor-parallel-size", "2",
+        "--pipeline-parallel-size", "2",
+        "--distributed-executor-backend", "ray",
+    ]  # fmt: skip
+    assert command.env == {
+        "VLLM_NO_USAGE_STATS": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "NCCL_IB_HCA": "mlx5",
+        "RAY_ADDRESS": "10.0.0.1:6379",
+        "VLLM_HOST_IP": "10.0.0.2",
+        "NCCL_SOCKET_IFNAME": "eth1",
+        "GLOO_SOCKET_IFNAME": "eth1",
+    }
+
+
+def test_one_node_sets_no_cluster_environment() -> None:
+    settings = VLLMSettings(tensor_parallel_size=4, distributed_executor_backend="mp")
+    command = VLLMLauncher("vllm", "/m", "m", settings).command("127.0.0.1", 1)
+    assert command.argv[-2:] == ["--distributed-executor-backend", "mp"]
+    assert command.env == {"VLLM_NO_USAGE_STATS": "1", "RAY_USAGE_STATS_ENABLED": "0"}

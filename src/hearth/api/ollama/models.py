@@ -19,6 +19,7 @@ from hearth.api.ollama.generate import catalogue_name
 from hearth.api.ollama.protocol import CopyRequest, ModelRequest
 from hearth.api.scope import caller, visible_names
 from hearth.api.services import Services, services_of
+from hearth.engines.prompt_cache import PromptCache
 from hearth.errors import ConfigError, InvalidRequest, ModelNotFound, ModelStoreError
 from hearth.models.store import MAX_NAME_LENGTH, ModelStore, validate_name
 from hearth.wire.base import parse_request
@@ -120,6 +121,9 @@ async def delete(request: Request) -> Response:
     if services.catalogue.get(name) is not None:
         await services.scheduler.unload(name)
     await asyncio.to_thread(_remove, store, name)
+    settings = services.settings
+    cache = PromptCache(settings.prompt_cache_dir, settings.prompt_cache_max)
+    await asyncio.to_thread(cache.remove_model, name)
     await reload_catalogue(services)
     return Response(status_code=200)
 

@@ -25,6 +25,8 @@ from pathlib import Path
 from hearth.engines.llama_cpp.flags import CMAKE_FLAGS, LLAMA_CPP_PYTHON_VERSION
 from hearth.engines.llama_cpp.locate import (
     BINARY_NAME,
+    RPC_BINARY_NAME,
+    RPC_BUILD_TARGET,
     build_key,
     engine_version,
     tools_binary,
@@ -55,10 +57,11 @@ def _build_lock(tools_dir: Path) -> Iterator[None]:
 def ensure_llama_server(
     tools_dir: Path, *, jobs: int | None = None, progress: Progress = _no_progress
 ) -> Path:
-    """Return the cached llama-server, building it first if it is missing or broken."""
+    """Return the cached llama-server, building it (and rpc-server beside it) first if either is
+    missing or llama-server is broken."""
     target = tools_binary(tools_dir)
     with _build_lock(tools_dir):
-        if target.is_file():
+        if target.is_file() and tools_binary(tools_dir, RPC_BINARY_NAME).is_file():
             try:
                 engine_version(target)
                 return target
@@ -152,21 +155,25 @@ def _compile(source: Path, log_path: Path, jobs: int, progress: Progress) -> Pat
 
     progress(f"compiling llama-server with {jobs} jobs", 0)
     _run_logged(
-        ["cmake", "--build", str(build_dir), "--target", BINARY_NAME, "-j", str(jobs)],
+        ["cmake", "--build", str(build_dir), "--target", BINARY_NAME, RPC_BUILD_TARGET,
+         "-j", str(jobs)],
         log_path, source, on_line,
     )  # fmt: skip
-    built = build_dir / "bin" / BINARY_NAME
-    if not built.is_file():
-        raise SetupError(f"the build finished but {built} is missing; see {log_path}")
+    built = build_dir / "bin"
+    for name in (BINARY_NAME, RPC_BUILD_TARGET):
+        if not (built / name).is_file():
+            raise SetupError(f"the build finished but {built / name} is missing; see {log_path}")
     return built
 
 
 def _install(built: Path, target: Path) -> None:
+    """Both binaries into the cache; llama-server last, since its presence marks a full build."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    shutil.copy2(built, partial)
-    partial.chmod(0o755)
-    partial.replace(target)
+    for built_name, name in ((RPC_BUILD_TARGET, RPC_BINARY_NAME), (BINARY_NAME, BINARY_NAME)):
+        partial = target.with_name(f".{name}.partial")
+        shutil.copy2(built / built_name, partial)
+        partial.chmod(0o755)
+        partial.replace(target.with_name(name))
     info = {
         "llama_cpp_python": LLAMA_CPP_PYTHON_VERSION,
         "cmake_flags": CMAKE_FLAGS,

@@ -5,6 +5,7 @@ file's metadata and the machine."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from hearth.config import BUNDLED_MODEL_NAME, EngineSettings, ModelSettings, Settings
@@ -12,6 +13,8 @@ from hearth.engines.base import Capabilities
 from hearth.engines.gpu import Accelerators, default_gpu_layers
 from hearth.engines.llama_cpp.launcher import LlamaServerLauncher, bundled_template
 from hearth.engines.llama_cpp.locate import engine_version, locate_llama_server, not_installed
+from hearth.engines.llama_cpp.slot_cache import SlotCache
+from hearth.engines.prompt_cache import PromptCache
 from hearth.engines.spec import FORMAT, BuiltEngine, EngineContext, EngineSpec, ModelEntry
 from hearth.engines.status import EngineStatus
 from hearth.errors import ConfigError, ModelStoreError, SetupError
@@ -40,6 +43,10 @@ def build(entry: ModelEntry, context: EngineContext) -> BuiltEngine:
         model.engine_settings(context.settings.engine), context.accelerators
     )
     launcher = _launcher(context.llama_server, path, entry.name, engine, template, info, model)
+    if launcher.task == "chat" and context.settings.prompt_cache_max > 0:
+        cache = PromptCache(context.settings.prompt_cache_dir, context.settings.prompt_cache_max)
+        slots = SlotCache(cache, entry.name, path, context.llama_server, engine)
+        launcher = replace(launcher, slot_cache=slots)
     return BuiltEngine(
         launcher,
         _memory_need(path, info, engine),
@@ -98,6 +105,7 @@ def _launcher(
         capabilities=capabilities,
         task=task,
         pooling=info.pooling_type if info is not None else None,
+        rpc=tuple(model.rpc),
     )
 
 

@@ -24,6 +24,9 @@ CMAKE_FLAGS = [
     "-DLLAMA_CURL=OFF",  # Hearth downloads models itself
     "-DLLAMA_BUILD_TESTS=OFF",
     "-DLLAMA_BUILD_EXAMPLES=OFF",
+    # The RPC backend: `llama-server --rpc host:port,...` splits a model across machines that
+    # run rpc-server (built alongside, see `hearth rpc-worker`). Unused without --rpc.
+    "-DGGML_RPC=ON",
 ]
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from hearth.config import EngineSettings
 from hearth.engines.base import Capabilities, EngineCommand, ModelFile
 from hearth.engines.llama_cpp.locate import not_installed
+from hearth.engines.llama_cpp.slot_cache import SlotCache
 from hearth.errors import InvalidRequest, SetupError
 
 POOLING_TYPES = ("none", "mean", "cls", "last", "rank")
@@ -39,6 +40,9 @@ class LlamaServerLauncher:
     kind: str = "llama.cpp"
     task: str = "chat"  # or "embeddings", "rerank": what the model's metadata says it is
     pooling: str | None = None  # from the metadata; llama.cpp's own default when unset
+    # Saves the busiest slots when it stops and restores them when it starts (None: off).
+    slot_cache: SlotCache | None = None
+    rpc: tuple[str, ...] = ()  # RPC workers (host:port) that hold part of the model
 
     @property
     def model_file(self) -> ModelFile:
@@ -64,6 +68,10 @@ class LlamaServerLauncher:
             argv += ["--threads", str(s.threads)]
         if s.gpu_layers is not None:
             argv += ["--gpu-layers", str(s.gpu_layers)]
+        if self.rpc:
+            # Workers are offload devices, like GPUs: they get the layers --gpu-layers offloads
+            # (unset: llama.cpp's "auto", every layer that fits), the rest stays on this CPU.
+            argv += ["--rpc", ",".join(self.rpc)]
         if self.task in ("embeddings", "rerank"):
             argv += ["--embedding"] if self.task == "embeddings" else ["--reranking"]
             if self.pooling in POOLING_TYPES:
@@ -75,7 +83,7 @@ class LlamaServerLauncher:
         else:
             argv += ["--jinja"]
         argv += s.extra_args
-        return EngineCommand(argv=argv, health_path="/health")
+        return EngineCommand(argv=argv, health_path="/health", hooks=self.slot_cache)
 
     def _dimensions(self, body: dict[str, Any]) -> None:
         if body.get("dimensions") is not None:

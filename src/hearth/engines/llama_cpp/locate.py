@@ -1,4 +1,5 @@
-"""Finding the llama-server binary: HEARTH_LLAMA_SERVER, then PATH, then Hearth's tools folder."""
+"""Finding the llama-server and rpc-server binaries: the setting, then PATH, then Hearth's tools
+folder."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from hearth.errors import SetupError
 
 # llama.cpp is taken from this llama-cpp-python source distribution, which vendors a full tree.
 BINARY_NAME = "llama-server"
+# llama.cpp's RPC worker, built from the same tree and flags and cached beside llama-server
+# under the name its docs use (its CMake target is ggml-rpc-server).
+RPC_BINARY_NAME = "rpc-server"
+RPC_BUILD_TARGET = "ggml-rpc-server"
 
 
 def build_key() -> str:
@@ -29,8 +34,8 @@ def build_key() -> str:
     return f"llama.cpp-{LLAMA_CPP_PYTHON_VERSION}-{flags}-{system}"
 
 
-def tools_binary(tools_dir: Path) -> Path:
-    return tools_dir / build_key() / "bin" / BINARY_NAME
+def tools_binary(tools_dir: Path, name: str = BINARY_NAME) -> Path:
+    return tools_dir / build_key() / "bin" / name
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,31 @@ def locate_llama_server(configured: Path | None, tools_dir: Path) -> LocatedBina
         f"not in {built}). "
         "Run `hearth setup` to build it from source (about 6 minutes on 2 cores), "
         "or set HEARTH_LLAMA_SERVER to an existing llama-server binary."
+    )
+
+
+def locate_rpc_server(configured: Path | None, tools_dir: Path) -> LocatedBinary:
+    """llama.cpp's rpc-server (for `hearth rpc-worker`), looked for as llama-server is: the
+    setting (HEARTH_RPC_SERVER), then PATH, then the tools folder `hearth setup` builds into."""
+    if configured is not None:
+        if not (configured.is_file() and os.access(configured, os.X_OK)):
+            raise SetupError(
+                f"rpc_server is set to {configured} (HEARTH_RPC_SERVER or config), "
+                "which is not an executable file; fix the path or unset it to use the built one"
+            )
+        return LocatedBinary(configured, "setting")
+    on_path = shutil.which(RPC_BINARY_NAME)
+    if on_path:
+        return LocatedBinary(Path(on_path), "PATH")
+    built = tools_binary(tools_dir, RPC_BINARY_NAME)
+    if built.is_file() and os.access(built, os.X_OK):
+        return LocatedBinary(built, "tools")
+    raise SetupError(
+        "rpc-server was not found (not set by HEARTH_RPC_SERVER, not on PATH, "
+        f"not in {built}). "
+        "Run `hearth setup` to build it with llama-server from source (`--force-build` if "
+        "your llama-server comes from elsewhere), "
+        "or set HEARTH_RPC_SERVER to an existing rpc-server binary built with -DGGML_RPC=ON."
     )
 
 

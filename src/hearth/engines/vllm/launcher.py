@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import importlib.metadata
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from hearth.config import VLLMSettings
 from hearth.engines.base import Capabilities, EngineCommand
 from hearth.engines.gpu import Accelerators
+from hearth.engines.vllm.cluster import cluster_env
 from hearth.errors import SetupError
+from hearth.secrets import Secret
 
 INSTALL_HINT = "pip install vllm (Linux with an NVIDIA GPU and CUDA)"
 
@@ -45,6 +48,8 @@ class VLLMLauncher:
     task: str = "chat"
     dtype: str | None = None
     capabilities: Capabilities = field(default=Capabilities(chat=True, completion=True, tools=True))
+    # The entry's vllm.env, resolved: a credential stays a Secret until the process gets it.
+    env: Mapping[str, Secret] = field(default_factory=dict)
     kind: str = "vllm"
 
     @property
@@ -70,6 +75,7 @@ class VLLMLauncher:
             ("--max-model-len", s.max_model_len),
             ("--dtype", self.dtype),
             ("--quantization", s.quantization),
+            ("--distributed-executor-backend", s.distributed_executor_backend),
         ]
         for flag, value in options:
             if value is not None:
@@ -80,8 +86,13 @@ class VLLMLauncher:
             if s.max_lora_rank is not None:
                 argv += ["--max-lora-rank", str(s.max_lora_rank)]
         argv += s.extra_args
+        # Values go in the environment, never on the command line that the engine log records.
+        # Neither vLLM nor the Ray it may start reports usage to their makers from here.
+        env = {"VLLM_NO_USAGE_STATS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+        env |= {name: value.reveal() for name, value in self.env.items()}
+        env |= cluster_env(s)
         # vLLM answers /health with 200 once the model is loaded.
-        return EngineCommand(argv=argv, env={"VLLM_NO_USAGE_STATS": "1"}, health_path="/health")
+        return EngineCommand(argv=argv, env=env, health_path="/health")
 
     def prepare_request(self, body: dict[str, Any]) -> None:
         return None
