@@ -62,6 +62,7 @@ MODEL = "chat"
 AFFINITY, ROUND_ROBIN = "affinity", "round_robin"
 SHARED, OWN = "shared", "own"  # one document for every conversation, or one each
 DEFAULT_SETUP = "defaults"
+QUEUE_TIMEOUT_S = 3600
 WORDS = (
     "amber", "basalt", "cedar", "delta", "ember", "fjord", "granite", "harbor", "iris",
     "juniper", "kelp", "lantern", "meadow", "nickel", "orchid", "pewter", "quartz", "raven",
@@ -198,7 +199,14 @@ def hearth_config(strategy: str, setup: dict[str, Any], options: Options) -> dic
     if options.engine_args:
         entry["extra_args"] = shlex.split(options.engine_args)
     entry.update(setup)
-    return {"preload": [MODEL], "keep_alive": -1, "models": {MODEL: entry}}
+    return {
+        "preload": [MODEL],
+        "keep_alive": -1,
+        # A request may wait for a slot as long as it takes: the wait is part of what is measured
+        # (the default, 120 s, turns round robin's longest waits into 503s on this machine).
+        "request_queue_timeout": QUEUE_TIMEOUT_S,
+        "models": {MODEL: entry},
+    }
 
 
 def wait_for_replicas(url: str, timeout: float) -> list[dict[str, Any]]:
@@ -290,7 +298,7 @@ def one_run(
 # -- Results -------------------------------------------------------------------------------------
 
 
-def _mean(values: Sequence[int | None]) -> float:
+def _mean(values: Sequence[float | None]) -> float:
     known = [v for v in values if v is not None]
     return statistics.fmean(known) if known else float("nan")
 
@@ -316,13 +324,21 @@ def summary(
     ttfts = [s["ttft"] for s in follow]
     return {
         "median": statistics.median(ttfts),
+        "mean": _mean(ttfts),  # the whole wait, tails included: what a user waits on average
         "p90": p90(ttfts),
         "cached": _mean([s["cached_tokens"] for s in follow]),
         "prompt": _mean([s["prompt_tokens"] for s in follow]),
         "first_median": statistics.median(s["ttft"] for s in first),
         "first_prompt": _mean([s["prompt_tokens"] for s in first]),
         "count": len(follow),
+        "reread": sum(1 for s in follow if _reread(s)),
     }
+
+
+def _reread(sample: dict[str, Any]) -> bool:
+    """A follow-up whose replica held less than half its prompt: it evaluated the document
+    again (a turn that finds its conversation holds all but the last question and answer)."""
+    return (sample["cached_tokens"] or 0) < sample["prompt_tokens"] / 2
 
 
 def cases(report: dict[str, Any]) -> list[tuple[str, str]]:
@@ -346,8 +362,10 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
                     VARIANT_LABEL[variant],
                     f"`{strategy}`",
                     f"{s['median']:.2f}",
+                    f"{s['mean']:.2f}",
                     f"{s['p90']:.2f}",
                     f"{s['cached']:.0f} / {s['prompt']:.0f}",
+                    f"{s['reread']} of {s['count']}",
                     f"{s['first_median']:.2f}",
                     ", ".join(f"{r['seconds']:.0f}" for r in runs),
                     ", ".join(f"{k} {v}" for k, v in sorted(choices.items())),
@@ -364,7 +382,8 @@ def ratios(report: dict[str, Any]) -> list[str]:
         lines.append(
             f"- **{setup}, {VARIANT_LABEL[variant]}:** round robin / affinity, follow-up time "
             "to first "
-            f"token: median **{r['median'] / a['median']:.2f}x**, p90 "
+            f"token: median **{r['median'] / a['median']:.2f}x**, mean "
+            f"**{r['mean'] / a['mean']:.2f}x**, p90 "
             f"**{r['p90'] / a['p90']:.2f}x**; cached tokens per follow-up {a['cached']:.0f} "
             f"(affinity) vs {r['cached']:.0f} (round robin)."
         )
@@ -383,8 +402,10 @@ HEAD = [
     "workload",
     "routing",
     "follow-up TTFT median (s)",
+    "mean (s)",
     "p90 (s)",
     "cached / prompt tokens (mean)",
+    "follow-ups that re-read the document",
     "turn-1 TTFT median (s)",
     "run (s)",
     "replica choices",
@@ -433,14 +454,16 @@ def markdown_section(report: dict[str, Any]) -> str:
         "`logit_bias`), streamed. Time to first token is from sending the request to its first "
         "content chunk, measured by the client; cached tokens are the engine's "
         "`usage.prompt_tokens_details.cached_tokens` (prompt tokens it did not have to "
-        "evaluate), from the stream's usage chunk. Workloads: "
+        "evaluate), from the stream's usage chunk. Time waiting in Hearth's queue for a slot "
+        "counts (`request_queue_timeout` is raised so that no request is refused). Workloads: "
         + "; ".join(VARIANT_TEXT[v] for v in meta["variants"])
         + ". Each run starts from a fresh Hearth whose replicas have served nothing; "
         f"each setup and workload ran {o['rounds']} time(s) with each routing, the two routings "
         "taking turns going first (runs in order, with the load average as each started: "
         f"{run_order(report)}), and the figures pool the rounds. Follow-up turns are turns 2 to "
         f"{o['turns']} ({o['conversations'] * (o['turns'] - 1)} per run); replica choices are "
-        "`hearth_replica_choices_total` at the end of each run, summed.",
+        "`hearth_replica_choices_total` at the end of each run, summed. A follow-up *re-read "
+        "the document* when its replica held less than half of its prompt.",
         "",
         "| " + " | ".join(HEAD) + " |",
         "|---|---|---|" + "|".join("---:" for _ in HEAD[3:-1]) + "|---|",
@@ -568,6 +591,16 @@ def benchmark(
                     )
                     runs.append(run)
                     samples += got
+                    if options.json is not None:  # what a later failure would otherwise lose
+                        partial = options.json.with_name(options.json.name + ".partial")
+                        partial.write_text(
+                            json.dumps(
+                                {
+                                    "runs": [asdict(r) for r in runs],
+                                    "samples": [asdict(x) for x in samples],
+                                }
+                            )
+                        )
     first_turns = [s.prompt_tokens for s in samples if s.turn == 1]
     config = hearth_config("<affinity | round_robin>", {}, options)
     return {

@@ -90,12 +90,21 @@ def link_bundled_model(bundled_model_dir: Path, data_dir: Path) -> None:
                 shutil.copy2(path, target)
 
 
+# Every `hearth serve` the tests started, and the one shared by the whole session.
+_STARTED = pytest.StashKey[list[HearthServer]]()
+_SHARED = pytest.StashKey[HearthServer]()
+
+
 @pytest.fixture(scope="session")
 def start_hearth(
-    tmp_path_factory: pytest.TempPathFactory, llama_server_binary: Path, bundled_model_dir: Path
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    llama_server_binary: Path,
+    bundled_model_dir: Path,
 ) -> Iterator[StartHearth]:
-    """Factory: start a `hearth serve` with its own data folder; all are stopped at the end."""
-    servers: list[HearthServer] = []
+    """Factory: start a `hearth serve` with its own data folder. A server is stopped when the
+    test module that started it ends (`_stop_the_module_servers`), the shared one at the end."""
+    servers = request.config.stash.setdefault(_STARTED, [])
 
     def start(*args: str, env: dict[str, str] | None = None, ready: bool = True) -> HearthServer:
         data_dir = tmp_path_factory.mktemp("hearth-data")
@@ -113,7 +122,23 @@ def start_hearth(
         server.stop()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _stop_the_module_servers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Stop the servers a module started once it ends: each holds a llama-server, and kept to
+    the end of the session they added up to 13 GiB of memory."""
+    started = request.config.stash.setdefault(_STARTED, [])
+    before = len(started)
+    yield
+    shared = request.config.stash.get(_SHARED, None)
+    for server in started[before:]:
+        if server is not shared:
+            server.stop()
+    started[before:] = [server for server in started[before:] if server is shared]
+
+
 @pytest.fixture(scope="session")
-def hearth(start_hearth: StartHearth) -> HearthServer:
+def hearth(request: pytest.FixtureRequest, start_hearth: StartHearth) -> HearthServer:
     """One shared server for tests that do not disturb it."""
-    return start_hearth()
+    server = start_hearth()
+    request.config.stash[_SHARED] = server
+    return server
