@@ -16,7 +16,9 @@ import httpx
 import pytest
 
 from hearth.engines import process as process_module
+from hearth.engines.base import EngineCommand, FailureHint
 from hearth.engines.ports import free_port
+from hearth.engines.process import EngineProcess
 from hearth.errors import EngineStartError
 from support.fake_launcher import fake_engine_argv
 
@@ -247,3 +249,29 @@ async def test_engine_dies_when_its_parent_is_killed(log_path, processes):
 
     assert parent.returncode == -signal.SIGKILL
     assert await processes.wait_gone(engine_pid, timeout=10)
+
+
+async def test_a_known_cause_in_the_log_leads_the_start_error(probe_client, log_path, processes):
+    # A cause printed by an earlier start must not be blamed for this one.
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text("\n==== earlier starting: x\nrpc.cpp: Failed to connect to 10.0.0.9:1\n")
+    port = free_port()
+    hints = (FailureHint("Failed to connect to", "a worker did not answer ({line})"),)
+
+    def start_failing(message: str) -> EngineProcess:
+        argv = fake_engine_argv("127.0.0.1", port, "--stderr", message, "--exit-code", "6")
+        return EngineProcess(EngineCommand(argv, failure_hints=hints), "127.0.0.1", port, log_path)
+
+    engine = start_failing("error: out of memory")
+    await engine.start()
+    with pytest.raises(EngineStartError) as raised:
+        await asyncio.wait_for(engine.wait_ready(probe_client, timeout=120), 20)
+    assert str(raised.value).startswith("engine exited with code 6 while loading")
+
+    engine = start_failing("ggml-rpc.cpp:547: Failed to connect to 127.0.0.1:1")
+    await engine.start()
+    with pytest.raises(EngineStartError) as raised:
+        await asyncio.wait_for(engine.wait_ready(probe_client, timeout=120), 20)
+    first_line = str(raised.value).splitlines()[0]
+    assert first_line.startswith("a worker did not answer (Failed to connect to 127.0.0.1:1)")
+    assert "exited with code 6 while loading" in first_line

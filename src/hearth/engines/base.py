@@ -73,6 +73,23 @@ class ProcessHooks(Protocol):
 
 
 @dataclass(frozen=True)
+class FailureHint:
+    """A known way an engine fails to start: when its log holds `needle`, the start error leads
+    with `hint`, where `{line}` is the log's words from the needle to the end of its line (the
+    cause is often buried under a backtrace the engine prints as it aborts)."""
+
+    needle: str
+    hint: str
+
+    def explain(self, log_text: str) -> str | None:
+        at = log_text.rfind(self.needle)
+        if at < 0:
+            return None
+        line = log_text[at:].splitlines()[0].strip()
+        return self.hint.format(line=line)
+
+
+@dataclass(frozen=True)
 class EngineCommand:
     """How to start one engine process listening on a given port."""
 
@@ -84,6 +101,15 @@ class EngineCommand:
     hooks: ProcessHooks | None = None
     # The CPU cores the process may run on (a replica's share); None: the OS decides.
     cpus: frozenset[int] | None = None
+    failure_hints: tuple[FailureHint, ...] = ()
+
+    def explain_failure(self, log_text: str) -> str | None:
+        """The first known cause found in the log of a failed start, in words a user can act on."""
+        for hint in self.failure_hints:
+            explained = hint.explain(log_text)
+            if explained is not None:
+                return explained
+        return None
 
 
 class Launcher(Protocol):

@@ -56,15 +56,18 @@ def _open_log(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
 
-def tail(path: Path, lines: int = 15) -> str:
-    """The last lines of a log file, for error messages."""
+START_MARK = "==== "  # begins the line written to the log at each start
+
+
+def tail(path: Path, lines: int | None = 15) -> str:
+    """The last lines of a log file (of its last 16 KiB with `lines=None`), for error messages."""
     try:
         with path.open("rb") as handle:
             handle.seek(max(0, path.stat().st_size - 16384))
             text = handle.read().decode("utf-8", "replace")
     except OSError:
         return ""
-    return "\n".join(text.splitlines()[-lines:])
+    return text if lines is None else "\n".join(text.splitlines()[-lines:])
 
 
 def describe_exit(code: int) -> str:
@@ -103,7 +106,8 @@ class EngineProcess:
         log_fd = _open_log(self.log_path)
         try:
             now = time.strftime("%Y-%m-%d %H:%M:%S")
-            os.write(log_fd, f"\n==== {now} starting: {' '.join(self.command.argv)}\n".encode())
+            header = f"\n{START_MARK}{now} starting: {' '.join(self.command.argv)}\n"
+            os.write(log_fd, header.encode())
             self._proc = await asyncio.create_subprocess_exec(
                 *self.command.argv,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -128,8 +132,11 @@ class EngineProcess:
         delay = 0.05
         while True:
             if self._proc.returncode is not None:
+                this_start = tail(self.log_path, lines=None).rpartition("\n" + START_MARK)[2]
+                cause = self.command.explain_failure(this_start)
+                lead = f"{cause}; the engine " if cause else "engine "
                 raise EngineStartError(
-                    f"engine {describe_exit(self._proc.returncode)} while loading; "
+                    f"{lead}{describe_exit(self._proc.returncode)} while loading; "
                     f"see {self.log_path}\n{tail(self.log_path)}"
                 )
             with contextlib.suppress(httpx.HTTPError):

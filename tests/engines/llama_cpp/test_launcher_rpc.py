@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import httpx
 import pytest
 
 from hearth.config import EngineSettings
 from hearth.deployments.build import build_catalogue
 from hearth.engines.llama_cpp.launcher import LlamaServerLauncher
-from hearth.errors import ConfigError
+from hearth.engines.ports import free_port
+from hearth.engines.process import EngineProcess
+from hearth.errors import ConfigError, EngineStartError
 from hearth.settings_layers import load_settings
 
 
@@ -68,3 +72,33 @@ def test_a_bad_worker_address_is_named(tmp_path: Path, value: str, message: str)
 def test_only_llama_cpp_takes_workers(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"models\.big\.rpc.*only the llama\.cpp engine"):
         catalogue(tmp_path, '    engine: vllm\n    rpc: ["10.0.0.2:50052"]\n')
+
+
+async def test_a_worker_that_does_not_answer_is_named_in_the_start_error(
+    llama_server_binary: Path, bundled_model_dir: Path, tmp_path: Path
+) -> None:
+    # The real llama-server aborts with a backtrace when a worker is down; the error must say
+    # which worker and what to do, first, where clients and `hearth ps` see it.
+    closed = free_port()
+    model = next(bundled_model_dir.glob("gemma*.gguf"))
+    launcher = LlamaServerLauncher(
+        binary=llama_server_binary,
+        model_path=model,
+        alias="big",
+        settings=EngineSettings(),
+        rpc=(f"127.0.0.1:{closed}",),
+    )
+    port = free_port()
+    engine = EngineProcess(launcher.command("127.0.0.1", port), "127.0.0.1", port, tmp_path / "l")
+    await engine.start()
+    try:
+        async with httpx.AsyncClient() as probe:
+            with pytest.raises(EngineStartError) as raised:
+                await asyncio.wait_for(engine.wait_ready(probe, timeout=120), 110)
+    finally:
+        await engine.stop(grace=5)
+    first_line = str(raised.value).splitlines()[0]
+    assert first_line.startswith(
+        f"an RPC worker did not answer (Failed to connect to 127.0.0.1:{closed}): start it with "
+        "`hearth rpc-worker`"
+    )

@@ -8,12 +8,20 @@ from pathlib import Path
 from typing import Any
 
 from hearth.config import EngineSettings
-from hearth.engines.base import Capabilities, EngineCommand, ModelFile
+from hearth.engines.base import Capabilities, EngineCommand, FailureHint, ModelFile
 from hearth.engines.llama_cpp.locate import not_installed
 from hearth.engines.llama_cpp.slot_cache import SlotCache
 from hearth.errors import InvalidRequest, SetupError
 
 POOLING_TYPES = ("none", "mean", "cls", "last", "rank")
+# llama-server aborts with a backtrace when an RPC worker does not answer at load.
+RPC_FAILURE_HINTS = (
+    FailureHint(
+        "Failed to connect to",
+        "an RPC worker did not answer ({line}): start it with `hearth rpc-worker` on that host, "
+        "or correct the model's `rpc:` addresses (`hearth doctor` checks them)",
+    ),
+)
 
 
 def bundled_template(name: str) -> Path:
@@ -83,7 +91,12 @@ class LlamaServerLauncher:
         else:
             argv += ["--jinja"]
         argv += s.extra_args
-        return EngineCommand(argv=argv, health_path="/health", hooks=self.slot_cache)
+        return EngineCommand(
+            argv=argv,
+            health_path="/health",
+            hooks=self.slot_cache,
+            failure_hints=RPC_FAILURE_HINTS if self.rpc else (),
+        )
 
     def _dimensions(self, body: dict[str, Any]) -> None:
         if body.get("dimensions") is not None:
