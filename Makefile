@@ -84,6 +84,13 @@ bench-gateway: setup
 		(apt-get update && apt-get install -y nginx)
 	$(BIN)/python bench/gateway_overhead.py $(ARGS)
 
+## bench-responses: what the Responses API translation adds over chat completions (static nginx upstream); writes docs/benchmarks.md
+.PHONY: bench-responses
+bench-responses: setup
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
+		(apt-get update && apt-get install -y nginx)
+	$(BIN)/python bench/responses_overhead.py $(ARGS)
+
 ## bench-embeddings: embeddings inputs/s at batch 1 and 32, Hearth vs in-process; writes docs/benchmarks.md
 .PHONY: bench-embeddings
 bench-embeddings: setup $(TEST_STAMP)

@@ -338,7 +338,7 @@ def summary(
 def _reread(sample: dict[str, Any]) -> bool:
     """A follow-up whose replica held less than half its prompt: it evaluated the document
     again (a turn that finds its conversation holds all but the last question and answer)."""
-    return (sample["cached_tokens"] or 0) < sample["prompt_tokens"] / 2
+    return bool((sample["cached_tokens"] or 0) < sample["prompt_tokens"] / 2)
 
 
 def cases(report: dict[str, Any]) -> list[tuple[str, str]]:

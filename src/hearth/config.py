@@ -187,6 +187,9 @@ class RoutingSettings(_Strict):
         30.0, ge=0, description="Seconds between probes of remote deployments (0: off)."
     )
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    max_choices: int = Field(
+        8, ge=1, le=128, description="Most choices (`n`) one chat or completion request may ask."
+    )
 
 
 class CacheSettings(_Strict):
@@ -499,6 +502,15 @@ class UsageSettings(_Strict):
     )
 
 
+class ResponsesSettings(_Strict):
+    retention_days: float = Field(
+        30.0,
+        ge=0,
+        description="Days stored Responses API answers are kept (for previous_response_id and "
+        "GET /v1/responses/{id}); 0 keeps them forever.",
+    )
+
+
 class Settings(_Strict):
     """Everything `hearth serve` needs to know; see docs/configuration.md."""
 
@@ -603,6 +615,7 @@ class Settings(_Strict):
     )
     auth: AuthSettings = Field(default_factory=AuthSettings)
     usage: UsageSettings = Field(default_factory=UsageSettings)
+    responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
 
     def effective_memory_budget(self) -> int:
         if self.memory_budget is not None:

@@ -13,6 +13,7 @@ HearthError
     ├── RequestTooLarge         413  the body exceeds max_request_bytes
     ├── ModelNotFound           404  no model of that name in the catalogue
     ├── KeyNotFound             404  no active API key has that id, prefix or name
+    ├── ResponseNotFound        404  no stored response of that id for this key
     ├── ModelTooLarge           400  the model can never fit in the memory budget
     ├── Unauthenticated         401  no API key, or an unknown, revoked or expired one
     ├── PermissionDenied        403  the key may not use that model or endpoint
@@ -102,6 +103,12 @@ class ModelNotFound(APIError):
 
 
 class KeyNotFound(APIError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
+
+
+class ResponseNotFound(APIError):
     status_code = 404
     error_type = "invalid_request_error"
     code = "not_found"

@@ -16,6 +16,8 @@ script, or its default ("ok") when the script is empty:
     nousage                like ok, but never sends usage, even when asked
     tools                  a tool call to get_weather({"city": "Paris"}), streamed in argument
                            fragments as real upstreams send them
+    reasoning              like ok, with `reasoning_content` "<name> thinks" first (streamed:
+                           two reasoning deltas, then the content chunks)
 """
 
 from __future__ import annotations
@@ -122,6 +124,10 @@ class ScriptedUpstream:
             if stream:
                 return _sse(_tool_call_chunks(name))
             return JSONResponse(_tool_call_answer(name))
+        if kind == "reasoning":
+            if stream:
+                return _sse(_reasoning_chunks(name, usage_wanted))
+            return JSONResponse(_reasoning_answer(name))
         if stream and kind == "stall":
             return _sse(self._stalled(name))
         if stream:
@@ -231,3 +237,20 @@ async def _tool_call_chunks(name: str) -> AsyncIterator[bytes]:
 
 def _sse(chunks: AsyncIterator[bytes]) -> StreamingResponse:
     return StreamingResponse(chunks, media_type="text/event-stream")
+
+
+REASONING_FRAGMENTS = [" thinks", " hard"]
+
+
+def _reasoning_answer(name: str) -> dict[str, Any]:
+    answer = _answer(name)
+    answer["choices"][0]["message"]["reasoning_content"] = name + "".join(REASONING_FRAGMENTS)
+    return answer
+
+
+async def _reasoning_chunks(name: str, usage_wanted: bool) -> AsyncIterator[bytes]:
+    yield _chunk(name, {"role": "assistant", "content": None, "reasoning_content": name})
+    for fragment in REASONING_FRAGMENTS:
+        yield _chunk(name, {"reasoning_content": fragment})
+    async for chunk in _chunks(name, usage_wanted, drop=False):
+        yield chunk

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from hearth import __version__
-from hearth.api import anthropic, ollama, probes, prometheus, ui
+from hearth.api import anthropic, ollama, probes, prometheus, responses, ui
 from hearth.api.admin import deployments as admin_deployments
 from hearth.api.admin import keys as admin_keys
 from hearth.api.admin import models as admin_models
@@ -26,7 +26,7 @@ from hearth.api.browser_guard import BrowserGuard, BrowserPolicy
 from hearth.api.errors import install_error_handlers
 from hearth.api.hot_routes import hot_routes
 from hearth.api.observe import RequestObserver
-from hearth.api.openai import chat, completions, embeddings, models, rerank
+from hearth.api.openai import chat, completions, embeddings, models, rerank, tokenize
 from hearth.api.services import Services, start_services
 from hearth.config import Settings
 from hearth.errors import ConfigError
@@ -100,7 +100,7 @@ def create_app(settings: Settings, reload_settings: SettingsLoader | None = None
     install_error_handlers(app)
     app.include_router(probes.router)
     app.include_router(prometheus.router)
-    for module in (chat, completions, embeddings, rerank, models):
+    for module in (chat, completions, embeddings, rerank, tokenize, models):
         app.include_router(module.router, tags=["openai"])
     app.include_router(admin_models.router)
     app.include_router(admin_settings.router)
@@ -111,5 +111,6 @@ def create_app(settings: Settings, reload_settings: SettingsLoader | None = None
     app.include_router(ui.router)
     ollama.install(app)
     anthropic.install(app)
+    responses.install(app)
     app.router.routes[:0] = hot_routes()  # matched first: see hearth.api.hot_routes
     return app

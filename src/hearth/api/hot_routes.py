@@ -1,9 +1,9 @@
 """The generation endpoints as plain Starlette routes, matched before FastAPI's.
 
-Every generated token goes through POST /v1/chat/completions or /v1/completions. As Starlette
-routes they skip FastAPI's per-request work (nested router matching, dependency solving), which
-was about a sixth of the gateway's CPU per request (see docs/benchmarks.md). Their FastAPI routes
-stay registered behind these, so the OpenAPI schema still lists them.
+Every generated token goes through POST /v1/chat/completions, /v1/completions or /v1/responses.
+As Starlette routes they skip FastAPI's per-request work (nested router matching, dependency
+solving), which was about a sixth of the gateway's CPU per request (see docs/benchmarks.md).
+Their FastAPI routes stay registered behind these, so the OpenAPI schema still lists them.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from hearth.api.openai import chat, completions
+from hearth.api.responses import routes as responses
 
 
 class LabelledRoute(Route):
@@ -27,4 +28,5 @@ def hot_routes() -> list[Route]:
     return [
         LabelledRoute("/v1/chat/completions", chat.create_chat_completion, methods=["POST"]),
         LabelledRoute("/v1/completions", completions.create_completion, methods=["POST"]),
+        LabelledRoute("/v1/responses", responses.create_response, methods=["POST"]),
     ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, Callable, Mapping
 
 from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
@@ -30,7 +30,8 @@ SHUT_DOWN = ShuttingDown.status_code  # servers from this spec on raise OSError 
 class RelayResponse(StreamingResponse):
     """`trace` (when given) learns how the stream ended for the client: left (499) or cut at
     shutdown (503). `cut_event` is sent, in the protocol's own shape, before closing a stream
-    that Hearth's drain time cut short, so the client sees an error, never a clean-looking end."""
+    that Hearth's drain time cut short, so the client sees an error, never a clean-looking end
+    (a callable when it depends on what was sent, as a Responses stream's sequence numbers do)."""
 
     def __init__(
         self,
@@ -40,7 +41,7 @@ class RelayResponse(StreamingResponse):
         headers: Mapping[str, str],
         background: BackgroundTask | None = None,
         trace: Trace | None = None,
-        cut_event: bytes | None = None,
+        cut_event: bytes | Callable[[], bytes] | None = None,
     ) -> None:
         super().__init__(content, media_type=media_type, headers=headers, background=background)
         self.trace = trace
@@ -87,8 +88,7 @@ class RelayResponse(StreamingResponse):
     async def _end_cut(self, send: Send) -> None:
         """Tell the client the stream was cut (the response has started: status 200 is sent)."""
         with contextlib.suppress(OSError, RuntimeError):
-            if self.cut_event:
-                await send(
-                    {"type": "http.response.body", "body": self.cut_event, "more_body": True}
-                )
+            cut = self.cut_event() if callable(self.cut_event) else self.cut_event
+            if cut:
+                await send({"type": "http.response.body", "body": cut, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -16,6 +16,7 @@ from starlette.requests import Request
 
 from hearth.auth.service import KeyService
 from hearth.config import Settings
+from hearth.conversations.store import ResponseStore
 from hearth.db.engine import create_engine, migrate
 from hearth.deployments.breaker import BREAKER_GAUGE
 from hearth.deployments.build import build_catalogue
@@ -55,6 +56,7 @@ class Services:
     keys: KeyService
     usage: UsageRecorder
     database: AsyncEngine
+    responses: ResponseStore  # stored Responses API answers
 
     async def reload(self, settings: Settings) -> dict[str, str]:
         """Apply new model settings while serving (SIGHUP or POST /admin/reload). Only the
@@ -133,6 +135,7 @@ class Services:
         if self.router.cache is not None:
             await self.router.cache.aclose()
         await self.keys.aclose()
+        await self.responses.aclose()
         await self.usage.aclose()  # last: writes the usage of the requests just ended
         await self.database.dispose()
 
@@ -224,7 +227,9 @@ async def start_services(
         keys,
         usage,
         database,
+        ResponseStore(database, settings.responses.retention_days),
     )
+    services.responses.start()
     health.start()
     return services
 

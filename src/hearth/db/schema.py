@@ -1,4 +1,5 @@
-"""The tables: API keys, per-request usage rows, hourly roll-ups, and the audit log.
+"""The tables: API keys, per-request usage rows, hourly roll-ups, the audit log, and stored
+Responses API answers.
 Times are naive UTC (the same on SQLite and PostgreSQL).
 
 Changes to these go through a new migration in `migrations/versions/`."""
@@ -95,4 +96,19 @@ audit_log = Table(
     Column("target", String(300)),
     Column("detail", Text),  # JSON
     Index("ix_audit_time", "time"),
+)
+
+# Responses API answers kept for `previous_response_id` and GET /v1/responses/{id}.
+responses = Table(
+    "responses",
+    metadata,
+    Column("id", String(40), primary_key=True),  # "resp_" + 32 hex
+    Column("owner", String(32)),  # the key's id; None when keys are off (or the admin key)
+    Column("created_at", DateTime(), nullable=False),
+    Column("model", String(300), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("previous_response_id", String(40)),
+    Column("input_items", Text, nullable=False),  # JSON list: this request's input, normalised
+    Column("body", Text, nullable=False),  # JSON: the Response object as answered
+    Index("ix_responses_created", "created_at"),
 )

@@ -27,6 +27,9 @@ class Capabilities:
     # The engine renders a conversation with the model's template and tokenizes it (llama-server's
     # /apply-template and /tokenize), so input tokens can be counted exactly without generating.
     token_counting: bool = False
+    # The engine accepts a per-request `json_schema` that constrains what it generates (llama.cpp
+    # compiles it to a grammar): Hearth forces tool calls with it (routing/constrained.py).
+    json_schema: bool = False
 
     @classmethod
     def for_task(cls, task: str, tools: bool = False) -> Capabilities:

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import Any
 
 from hearth.deployments.catalogue import Catalogue
 from hearth.deployments.deployment import Route
@@ -21,7 +22,7 @@ from hearth.pipeline.admit import Admission
 from hearth.pipeline.request import PipelineRequest
 from hearth.routing.request import RoutedRequest
 from hearth.routing.router import Router
-from hearth.routing.tokens import count_input_tokens
+from hearth.routing.tokens import count_input_tokens, detokenize_on_engine, tokenize_on_engine
 from hearth.wire.outcome import Completion, CompletionStream
 
 OK = 200
@@ -92,6 +93,22 @@ class Pipeline:
         route, _ = await self._admit(request)
         return await count_input_tokens(
             self.router.scheduler, self.router.upstream, route, request.fields, request.request_id
+        )
+
+    async def tokenize(self, request: PipelineRequest) -> dict[str, Any]:
+        """Token ids of a text or a conversation by the model's engine, admitted like any
+        request: {"tokens", "max_model_len"}."""
+        route, _ = await self._admit(request)
+        return await tokenize_on_engine(
+            self.router.scheduler, self.router.upstream, route, request.fields, request.request_id
+        )
+
+    async def detokenize(self, request: PipelineRequest) -> str:
+        """The text of `tokens` by the model's engine, admitted like any request."""
+        route, _ = await self._admit(request)
+        tokens = request.fields.get("tokens") or []
+        return await detokenize_on_engine(
+            self.router.scheduler, self.router.upstream, route, tokens, request.request_id
         )
 
     async def _admit(self, request: PipelineRequest) -> tuple[Route, dict[str, str]]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -39,7 +40,9 @@ from hearth.observability.metrics import HearthMetrics
 from hearth.observability.request_id import REQUEST_ID_HEADER
 from hearth.observability.tracing import Tracing
 from hearth.routing.cache import ResponseCache, cache_key, is_deterministic
+from hearth.routing.constrained import constrain, schema_error
 from hearth.routing.engine_call import call_engine
+from hearth.routing.fan_out import gather_all, merge_answers, merge_streams, read_ahead, split
 from hearth.routing.request import RoutedRequest
 from hearth.routing.strategies import order, saturated
 from hearth.routing.streams import OpenedStream, relay, replay
@@ -75,6 +78,8 @@ class Router:
 
     async def _complete(self, request: RoutedRequest) -> Completion | CompletionStream:
         route = request.route
+        if request.capability in GENERATING:
+            _check_choices(request, self.settings.max_choices)
         candidates = [
             t for t in route.targets if request.capability in t.deployment.capabilities.names()
         ]
@@ -203,17 +208,7 @@ class Router:
         try:
             with self.tracing.span("upstream", attributes):
                 if isinstance(deployment, LocalDeployment):
-                    body = _local_body(deployment, request)
-                    opened = await call_engine(
-                        self.scheduler,
-                        self.upstream,
-                        deployment,
-                        request,
-                        body,
-                        stack,
-                        self.tracing,
-                        self.metrics,
-                    )
+                    opened = await self._call_local(deployment, request, stack)
                 else:
                     opened = await self._call_remote(deployment, request, stack)
         except BaseException:
@@ -239,6 +234,65 @@ class Router:
             stack.aclose,
             trace.attempts,
         )
+
+    async def _call_local(
+        self, deployment: LocalDeployment, request: RoutedRequest, stack: contextlib.AsyncExitStack
+    ) -> dict[str, Any] | OpenedStream:
+        """The engine's answer: a forced tool call constrained (routing/constrained.py), and
+        n > 1 choices as n engine requests at once (routing/fan_out.py)."""
+        fields = _local_fields(deployment, request)
+        forced = None
+        if request.capability == "chat":
+            fields, forced = constrain(fields, deployment.capabilities)
+        deployment.launcher.prepare_request(fields)  # after constraining: it may adjust that
+        schema_param = forced.param if forced is not None else _schema_field(fields)
+
+        async def one(
+            part: dict[str, Any], part_stack: contextlib.AsyncExitStack
+        ) -> dict[str, Any] | OpenedStream:
+            body = json.dumps(part).encode()
+            try:
+                opened = await call_engine(
+                    self.scheduler,
+                    self.upstream,
+                    deployment,
+                    request,
+                    body,
+                    part_stack,
+                    self.tracing,
+                    self.metrics,
+                )
+            except UpstreamStatusError as exc:
+                refused = schema_error(exc, schema_param) if schema_param else None
+                if refused is not None:
+                    raise refused from None
+                raise
+            if forced is None:
+                return opened
+            if isinstance(opened, dict):
+                request.trace.usage = opened.get("usage")  # counted even if it does not parse
+                return forced.answer(opened)
+            return forced.stream(opened)
+
+        async def choice(part: dict[str, Any]) -> dict[str, Any] | OpenedStream:
+            # Each choice holds its slot only while it is generated: choices waiting for a slot
+            # must not wait on siblings that hold theirs until the whole answer is sent.
+            part_stack = contextlib.AsyncExitStack()
+            stack.push_async_callback(part_stack.aclose)
+            answer = await one(part, part_stack)
+            if isinstance(answer, dict):
+                await part_stack.aclose()
+                return answer
+            return read_ahead(answer, part_stack.aclose, stack)
+
+        n = fields.pop("n", None) or 1
+        if n == 1:
+            return await one(fields, stack)
+        parts = await gather_all([functools.partial(choice, part) for part in split(fields, n)])
+        if request.stream:
+            wants_usage = bool((request.fields.get("stream_options") or {}).get("include_usage"))
+            return merge_streams([p for p in parts if isinstance(p, OpenedStream)], wants_usage)
+        return merge_answers([p for p in parts if isinstance(p, dict)])
 
     async def _call_remote(
         self, deployment: RemoteDeployment, request: RoutedRequest, stack: contextlib.AsyncExitStack
@@ -321,12 +375,28 @@ def _leave(deployment: Deployment) -> None:
     deployment.stats.in_flight -= 1
 
 
-def _local_body(deployment: LocalDeployment, request: RoutedRequest) -> bytes:
+def _local_fields(deployment: LocalDeployment, request: RoutedRequest) -> dict[str, Any]:
     fields = {**deployment.defaults, **request.fields}
     if request.capability in GENERATING:
         _cap_output(deployment, fields)
-    deployment.launcher.prepare_request(fields)
-    return json.dumps(fields).encode()
+    return fields
+
+
+def _schema_field(fields: dict[str, Any]) -> str | None:
+    """The field an engine's refusal of a schema or grammar is blamed on, if any was sent."""
+    if (fields.get("response_format") or {}).get("type") in ("json_schema", "json_object"):
+        return "response_format"
+    return next((name for name in ("json_schema", "grammar") if fields.get(name)), None)
+
+
+def _check_choices(request: RoutedRequest, cap: int) -> None:
+    n = request.fields.get("n")
+    if isinstance(n, int) and n > cap:
+        raise InvalidRequest(
+            f"Invalid value for 'n': {n} choices is more than the {cap} one request may ask "
+            "for (setting: routing.max_choices).",
+            param="n",
+        )
 
 
 def _cap_output(deployment: LocalDeployment, fields: dict[str, Any]) -> None:

@@ -93,6 +93,11 @@ async def relay(
             trace.usage = _estimated_usage(request.fields, produced)
         if complete and store is not None and seen is not None:
             await store(bytes(seen))
+        # A stream made of others (n choices, routing/fan_out.py) stops its readers on close.
+        close = getattr(opened.rest, "aclose", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()
         await stack.aclose()
 
 

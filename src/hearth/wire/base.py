@@ -83,6 +83,8 @@ class SamplingParams(ModelRequest):
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
+    # More than routing.max_choices is refused by the router (a local engine answers n > 1 as n
+    # requests, routing/fan_out.py; llama-server's own n miscounts usage).
     n: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)
@@ -121,14 +123,6 @@ class SamplingParams(ModelRequest):
     json_schema: FreeForm | None = None
     reasoning_format: Literal["none", "auto", "deepseek", "deepseek-legacy"] | None = None
     chat_template_kwargs: FreeForm | None = None
-
-    @field_validator("n")
-    @classmethod
-    def _one_choice(cls, n: int | None) -> int | None:
-        # llama-server miscounts usage for n > 1; until choices are fanned out, say so plainly.
-        if n is not None and n > 1:
-            raise ValueError("only n=1 is supported; send several requests for several choices")
-        return n
 
     @field_validator("stop")
     @classmethod

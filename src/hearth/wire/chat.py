@@ -13,6 +13,7 @@ from hearth.wire.base import FreeForm, OpenAIBaseModel, SamplingParams
 MAX_MESSAGES = 4096
 MAX_TOOLS = 128  # OpenAI's own limit
 VISION = frozenset({"vision"})
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 
 
 class TextPart(OpenAIBaseModel):
@@ -106,6 +107,9 @@ class ChatCompletionRequest(SamplingParams):
     response_format: ResponseFormat | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    # Passed on: llama-server hands it to the chat template ("none" turns thinking off), which
+    # a model that does not reason ignores; remotes read it as OpenAI does.
+    reasoning_effort: ReasoningEffort | None = None
 
     def inputs(self) -> frozenset[str]:
         for message in self.messages:

@@ -76,10 +76,9 @@ def test_streamed_message(client: anthropic.Anthropic) -> None:
 
 
 def assert_well_formed(message: anthropic.types.Message) -> None:
-    """Text and tool_use blocks, and a stop reason that agrees with them. (Hearth's template for
-    the small bundled model offers tools in the prompt but llama.cpp does not constrain the
-    reply to a call, so the model may or may not make one; the translation of a call is covered
-    by the unit tests.)"""
+    """Text and tool_use blocks, and a stop reason that agrees with them. (Without a forced
+    choice the small bundled model may or may not call a tool; `tool_choice` any and tool are
+    constrained to a call, checked against the schema in test_structured.py.)"""
     assert message.content
     calls = [block for block in message.content if block.type == "tool_use"]
     for block in message.content:
@@ -97,10 +96,11 @@ def test_a_tool_definition_is_offered_to_the_model(client: anthropic.Anthropic) 
     without = client.messages.count_tokens(model=MODEL, messages=[question])  # type: ignore[list-item]
     message = client.messages.create(
         model=MODEL,
-        max_tokens=12,
+        max_tokens=60,  # room for the whole forced call
         tools=[WEATHER],  # type: ignore[list-item]
         tool_choice={"type": "any"},
         messages=[question],  # type: ignore[list-item]
+        extra_body={"temperature": 0},
     )
     assert message.usage.input_tokens > without.input_tokens + 10  # the tool is in the prompt
     assert_well_formed(message)
@@ -109,10 +109,11 @@ def test_a_tool_definition_is_offered_to_the_model(client: anthropic.Anthropic) 
 def test_a_tool_definition_streamed(client: anthropic.Anthropic) -> None:
     with client.messages.stream(
         model=MODEL,
-        max_tokens=12,
+        max_tokens=60,
         tools=[WEATHER],  # type: ignore[list-item]
         tool_choice={"type": "tool", "name": "get_weather"},
         messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        extra_body={"temperature": 0},
     ) as stream:
         message = stream.get_final_message()
     assert_well_formed(message)

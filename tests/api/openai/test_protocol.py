@@ -29,7 +29,7 @@ def chat_with(**changes: Any) -> bytes:
         (chat_with(temperature="hot"), "temperature", "valid number"),
         (chat_with(max_tokens=-5), "max_tokens", "greater than or equal to 1"),
         (chat_with(top_p=1.5), "top_p", "less than or equal to 1"),
-        (chat_with(n=3), "n", "only n=1 is supported"),
+        (chat_with(n=0), "n", "greater than or equal to 1"),
         (chat_with(stream="yes please"), "stream", "valid boolean"),
         (chat_with(tool_choice="required"), None, "'tool_choice' requires 'tools'"),
         (chat_with(response_format={"type": "json_schema"}), "response_format", "json_schema"),

@@ -28,6 +28,7 @@ router = APIRouter(tags=["anthropic"])
 @router.post("/v1/messages", summary="Anthropic Messages API: create a message")
 async def create_message(request: Request) -> Response:
     anthropic = parse_request(MessagesRequest, await request.body())
+    anthropic.check_supported()
     resolve_visible(request, services_of(request).catalogue, anthropic.model)  # 404 first
     payload = parse_request(
         ChatCompletionRequest, json.dumps(chat_body(anthropic, anthropic.model)).encode()

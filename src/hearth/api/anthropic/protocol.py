@@ -1,7 +1,9 @@
 """Anthropic Messages API wire models (validated before translation) and its error shape.
 
 Unknown fields are accepted and ignored (clients send `metadata`, `thinking`, `service_tier`,
-cache-control marks, ...); known ones are checked so that a bad request gets a 400 naming it.
+cache-control marks, ...), except those that would change the answer's shape, which Hearth does
+not implement (`mcp_servers`, `container`, ...): those are a 400 naming them, not silently
+dropped. Known ones are checked so that a bad request gets a 400 naming it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from hearth.errors import InvalidRequest
 from hearth.wire.base import OpenAIBaseModel
 
 
@@ -141,6 +144,25 @@ class Conversation(AnthropicModel):
         return self
 
 
+class JSONOutputFormat(AnthropicModel):
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(AnthropicModel):
+    format: JSONOutputFormat | None = None
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
+
+
+# Request fields that would change what the answer holds, which Hearth cannot honour.
+UNSUPPORTED_FIELDS = {
+    "mcp_servers": "MCP connectors run on Anthropic's servers",
+    "container": "code execution containers run on Anthropic's servers",
+    "context_management": "context editing changes the conversation on Anthropic's servers",
+    "diagnostics": "prompt-cache diagnostics describe Anthropic's cache",
+}
+
+
 class MessagesRequest(Conversation):
     max_tokens: int = Field(ge=1)
     stop_sequences: list[str] | None = Field(None, max_length=16)
@@ -149,6 +171,22 @@ class MessagesRequest(Conversation):
     top_k: int | None = Field(None, ge=0)
     stream: bool = False
     metadata: Metadata | None = None
+    output_config: OutputConfig | None = None
+    output_format: JSONOutputFormat | None = None  # the structured-outputs beta's name
+
+    def check_supported(self) -> None:
+        """A 400 naming the first field that would change the answer's shape unhonoured."""
+        for name, why in UNSUPPORTED_FIELDS.items():
+            if (self.model_extra or {}).get(name) is not None:
+                raise InvalidRequest(
+                    f"Hearth does not support '{name}' ({why}); leave it out.", param=name
+                )
+
+    def output_schema(self) -> dict[str, Any] | None:
+        """The JSON schema the answer's text must follow, if the client gave one."""
+        if self.output_config is not None and self.output_config.format is not None:
+            return self.output_config.format.schema_
+        return self.output_format.schema_ if self.output_format is not None else None
 
 
 class CountTokensRequest(Conversation):

@@ -1,7 +1,8 @@
 """An OpenAI chat stream as Messages API server-sent events: `message_start`, then for each
 content block `content_block_start`, its `content_block_delta`s (`text_delta`,
-`input_json_delta`) and `content_block_stop`, then `message_delta` (stop reason, usage) and
-`message_stop`. A failure mid-way ends with an `error` event instead, never a clean stop.
+`input_json_delta`, `thinking_delta` for an engine's reasoning) and `content_block_stop`, then
+`message_delta` (stop reason, usage) and `message_stop`. A failure mid-way ends with an `error`
+event instead, never a clean stop.
 
 Input tokens are known only at the end (OpenAI streams report usage last): `message_start` says
 0 and `message_delta` carries the count, which the SDKs take as the total.
@@ -14,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from hearth.api.anthropic.protocol import MessagesRequest, error_type
-from hearth.api.anthropic.translate import new_id, stop_reason, usage
+from hearth.api.anthropic.translate import new_id, stop_reason, thinking_block, usage
 from hearth.wire.chunks import StreamFailed, close_events, openai_chunks
 from hearth.wire.outcome import CompletionStream
 
@@ -28,7 +29,8 @@ class _Blocks:
 
     def __init__(self) -> None:
         self.count = 0
-        self.open: tuple[str, int] | None = None  # ("text", 0) or ("tool", openai index)
+        # ("thinking", 0), ("text", 0) or ("tool", openai index)
+        self.open: tuple[str, int] | None = None
 
     def switch(self, kind: str, key: int, start: dict[str, Any]) -> list[bytes]:
         """Events that close the open block (if another) and start this one (if not open)."""
@@ -76,6 +78,10 @@ async def message_events(
                 totals = chunk["usage"]
             for choice in chunk.get("choices") or []:
                 delta = choice.get("delta") or {}
+                if thinking := delta.get("reasoning_content"):
+                    for out in blocks.switch("thinking", 0, thinking_block("")):
+                        yield out
+                    yield _delta(blocks.index, {"type": "thinking_delta", "thinking": thinking})
                 if text := delta.get("content"):
                     for out in blocks.switch("text", 0, {"type": "text", "text": ""}):
                         yield out

@@ -31,6 +31,10 @@ _STOP_REASONS = {
 }
 
 
+# Anthropic's output_config.effort → OpenAI's reasoning_effort.
+_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:24]}"
 
@@ -83,6 +87,16 @@ def chat_body(request: MessagesRequest, model: str) -> dict[str, Any]:
             body[key] = value
     if request.metadata is not None and request.metadata.user_id:
         body["user"] = request.metadata.user_id
+    schema = request.output_schema()
+    if schema is not None:
+        # Structured outputs: the answer's text block holds JSON that follows the schema.
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": schema, "strict": True},
+        }
+    effort = request.output_config.effort if request.output_config is not None else None
+    if effort is not None:
+        body["reasoning_effort"] = _EFFORTS[effort]
     return body
 
 
@@ -198,6 +212,11 @@ def stop_reason(
     return _STOP_REASONS.get(str(finish_reason), "end_turn"), None
 
 
+def thinking_block(text: str) -> dict[str, Any]:
+    """An engine's reasoning as a thinking block (no signature: nothing to verify it with)."""
+    return {"type": "thinking", "thinking": text, "signature": ""}
+
+
 def usage(openai_usage: object) -> dict[str, int]:
     given = openai_usage if isinstance(openai_usage, dict) else {}
     return {
@@ -211,6 +230,8 @@ def message_reply(body: dict[str, Any], model: str, request: MessagesRequest) ->
     choice = (body.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     content: list[dict[str, Any]] = []
+    if message.get("reasoning_content"):
+        content.append(thinking_block(message["reasoning_content"]))
     if message.get("content"):
         content.append({"type": "text", "text": message["content"]})
     for call in message.get("tool_calls") or []:

@@ -96,10 +96,27 @@ class Message(OllamaModel):
     thinking: str | None = None
 
 
+class NamedFunction(OllamaModel):
+    name: str
+
+
+class NamedToolChoice(OllamaModel):
+    type: Literal["function"] = "function"
+    function: NamedFunction
+
+
 class ChatRequest(_Generation):
     messages: list[Message] = Field(default_factory=list)
     tools: list[dict[str, Any]] | None = None
-    think: bool | str | None = None
+    think: bool | Literal["low", "medium", "high"] | None = None
+    # Hearth's extension (Ollama has none): OpenAI's tool_choice, so a client can force a call.
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+
+    @model_validator(mode="after")
+    def _choice_needs_tools(self) -> ChatRequest:
+        if self.tool_choice not in (None, "auto", "none") and not self.tools:
+            raise ValueError("'tool_choice' requires 'tools'")
+        return self
 
 
 class GenerateRequest(_Generation):
@@ -110,7 +127,7 @@ class GenerateRequest(_Generation):
     context: list[int] | None = None
     raw: bool = False
     images: list[str] | None = None
-    think: bool | str | None = None
+    think: bool | Literal["low", "medium", "high"] | None = None
 
 
 class ModelRequest(_NamesAModel):

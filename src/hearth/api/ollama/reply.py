@@ -151,6 +151,8 @@ def generate_reply(body: dict[str, Any], model: str, timer: Timer) -> dict[str, 
     if text is None:
         text = (choice.get("message") or {}).get("content") or ""
     reply: dict[str, Any] = {"model": model, "created_at": now_iso(), "response": text}
+    if thinking := (choice.get("message") or {}).get("reasoning_content"):
+        reply["thinking"] = thinking
     if (probs := logprobs(choice)) is not None:
         reply["logprobs"] = probs
     return {

@@ -71,6 +71,17 @@ def sampling_fields(
     return fields
 
 
+def reasoning_fields(think: bool | str) -> dict[str, Any]:
+    """Ollama's `think` as OpenAI's `reasoning_effort`: false turns reasoning off ("none"), a
+    level is passed on, true leaves the model's default. A model that does not reason ignores
+    it; its reasoning comes back as `message.thinking`."""
+    if think is False:
+        return {"reasoning_effort": "none"}
+    if isinstance(think, str):
+        return {"reasoning_effort": think}
+    return {}
+
+
 def option_fields(options: Options | None) -> dict[str, Any]:
     if options is None:
         return {}
@@ -152,8 +163,14 @@ def chat_messages(messages: list[Message]) -> list[dict[str, Any]]:
 def chat_body(request: ChatRequest, model: str) -> dict[str, Any]:
     body = sampling_fields(request, model, request.stream)
     body["messages"] = chat_messages(request.messages)
+    if request.think is not None:
+        body.update(reasoning_fields(request.think))
     if request.tools:
         body["tools"] = request.tools
+    if isinstance(request.tool_choice, str):
+        body["tool_choice"] = request.tool_choice
+    elif request.tool_choice is not None:
+        body["tool_choice"] = request.tool_choice.model_dump()
     if request.logprobs is not None:
         body["logprobs"] = request.logprobs
     if request.top_logprobs is not None:
@@ -188,6 +205,8 @@ def generate_body(request: GenerateRequest, model: str) -> tuple[str, str, dict[
         messages.append({"role": "system", "content": request.system})
     messages.append({"role": "user", "content": content(prompt, request.images, "prompt")})
     body["messages"] = messages
+    if request.think is not None:
+        body.update(reasoning_fields(request.think))
     if request.logprobs is not None:
         body["logprobs"] = request.logprobs
     if request.top_logprobs is not None:

@@ -91,7 +91,9 @@ def _launcher(
     )
     if task == "chat":
         # llama-server falls back to a generic template when the model has none.
-        capabilities = Capabilities(chat=True, completion=True, tools=True, token_counting=True)
+        capabilities = Capabilities(
+            chat=True, completion=True, tools=True, token_counting=True, json_schema=True
+        )
     else:
         capabilities = Capabilities(
             embeddings=task == "embeddings", rerank=task == "rerank", token_counting=True

@@ -115,3 +115,29 @@ class LlamaServerLauncher:
         # request for reproducibility, so it outranks the cache unless the client chose.
         if body.get("seed") is not None:
             body.setdefault("cache_prompt", False)
+        if _held_to_json(body):
+            _no_json_gaps(body)
+
+
+# Whitespace JSON admits between its tokens but never inside a string (control characters are
+# escaped there). llama.cpp's grammar allows up to 20 of these at every gap, in which a small model
+# can wander until its token limit (3 answers in 10 of the bundled model at temperature 1): while
+# the output is held to a schema they are banned, and single spaces remain.
+JSON_GAPS = ("\t", "\n", "\t\t", "\n\n")
+
+
+def _held_to_json(body: dict[str, Any]) -> bool:
+    fmt = body.get("response_format")
+    held = isinstance(fmt, dict) and fmt.get("type") in ("json_schema", "json_object")
+    return held or body.get("json_schema") is not None
+
+
+def _no_json_gaps(body: dict[str, Any]) -> None:
+    """Ban JSON_GAPS through `logit_bias`, in llama-server's list form ([token or text, bias],
+    false: never), keeping the client's own biases (OpenAI's form: token id → bias)."""
+    given = body.get("logit_bias") or {}
+    if isinstance(given, dict):
+        biases = [[int(k) if k.lstrip("-").isdigit() else k, v] for k, v in given.items()]
+    else:
+        biases = list(given)
+    body["logit_bias"] = biases + [[gap, False] for gap in JSON_GAPS]
