@@ -7,7 +7,8 @@ HearthError
 ├── EngineStartError            an engine exited or never became healthy while loading
 ├── ModelStoreError             the model store cannot do that (bad file or name, rm refused)
 │   └── PullError               a download from the hub failed (unreachable, offline, not found)
-│       └── ChecksumMismatch    the downloaded bytes differ from the checksum the hub publishes
+│       ├── ChecksumMismatch    the downloaded bytes differ from the checksum the hub publishes
+│       └── HubUnreachable      the hub could not be reached or broke off (HTTP: 503)
 └── APIError                    carries an HTTP status and an OpenAI error type/code
     ├── InvalidRequest          400  the request is malformed or out of range
     ├── RequestTooLarge         413  the body exceeds max_request_bytes
@@ -291,3 +292,7 @@ class PullError(ModelStoreError):
 
 class ChecksumMismatch(PullError):
     """A downloaded file's sha256 is not the one the hub publishes; the file was deleted."""
+
+
+class HubUnreachable(PullError):
+    """The hub did not answer, or the connection broke off; the message names the cause."""

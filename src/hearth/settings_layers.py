@@ -25,7 +25,8 @@ ENV_PREFIX = "HEARTH_"
 ENV_NESTING = "__"
 # Variables the documentation names as secrets (`auth.admin_key: env:HEARTH_ADMIN_KEY`): never
 # settings, even while no reference names them (a leftover export must not stop Hearth).
-RESERVED_ENV = frozenset({"HEARTH_ADMIN_KEY"})
+# HEARTH_URL and HEARTH_API_KEY are where `hearth chat`/`hearth run` connect, not settings.
+RESERVED_ENV = frozenset({"HEARTH_ADMIN_KEY", "HEARTH_URL", "HEARTH_API_KEY"})
 SECRET_PREFIX = "env:"
 
 

@@ -1,6 +1,9 @@
 """A loopback stand-in for the Hugging Face Hub, enough of its URL layout for `huggingface_hub`
 and `hearth pull`:
 
+    GET  /api/models?search=&filter=gguf&sort=&limit=   the search: repositories whose id holds
+                                                        `search`, with a .gguf file for
+                                                        filter=gguf, sorted by `meta` (descending)
     GET  /api/models/{owner}/{repo}[/revision/{rev}]   model info; with ?blobs=true the siblings
                                                         carry size, blobId and lfs.sha256
     HEAD /{owner}/{repo}/resolve/{rev}/{file}           the headers huggingface_hub reads:
@@ -9,7 +12,9 @@ and `hearth pull`:
 
 Faults, per file name: `cut_after[name] = n` sends n bytes of the body and closes the connection
 (once per `cuts[name]` count, default 1); `corrupt.add(name)` serves bytes that differ from the
-published sha256. Every request is recorded in `requests`.
+published sha256; `failing = 503` answers every request with that status. `meta[repo]` holds what
+the search reports of a repository (`downloads`, `likes`, `trendingScore`, `lastModified`,
+`gguf: {"total": parameters}`). Every request is recorded in `requests`.
 
 Like a hostile mirror, it lists and serves any name `add_file` is given (`../../x.gguf`,
 `/tmp/x.gguf`). A client normalises `..` out of the URL, so a name that climbs out of its
@@ -27,9 +32,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
+
+from support.gguf_files import write_gguf
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -63,6 +70,8 @@ class FakeHub:
     cut_after: dict[str, int] = field(default_factory=dict)
     cuts: dict[str, int] = field(default_factory=dict)
     corrupt: set[str] = field(default_factory=set)
+    meta: dict[str, dict[str, object]] = field(default_factory=dict)
+    failing: int | None = None
     requests: list[Seen] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
 
@@ -100,6 +109,7 @@ class FakeHub:
             self._server.server_close()
 
 
+_SEARCH_SORTS = {"trendingScore", "downloads", "likes", "lastModified", "createdAt"}
 _INFO = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$")
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
 
@@ -123,7 +133,11 @@ class _Handler(BaseHTTPRequestHandler):
         hub.requests.append(
             Seen(self.command, path, self.headers.get("Range"), self.headers.get("Authorization"))
         )
-        if match := _INFO.match(path):
+        if hub.failing is not None:
+            self._send_json(hub.failing, {"error": "unavailable"}, body)
+        elif path == "/api/models":
+            self._search(parse_qs(urlsplit(self.path).query), body)
+        elif match := _INFO.match(path):
             self._model_info(match["repo"], "blobs=true" in self.path.lower(), body)
         elif match := _RESOLVE.match(path):
             self._resolve(match["repo"], match["file"], body)
@@ -139,6 +153,23 @@ class _Handler(BaseHTTPRequestHandler):
                 if ".." in name.split("/") and path.endswith("/" + name.rsplit("/", 1)[-1]):
                     return repo_id, name
         return None
+
+    def _search(self, query: dict[str, list[str]], body: bool) -> None:
+        text = query.get("search", [""])[0].lower()
+        gguf_only = "gguf" in query.get("filter", [])
+        found = []
+        for repo_id, files in self.hub.repos.items():
+            if text not in repo_id.lower():
+                continue
+            if gguf_only and not any(n.lower().endswith(".gguf") for n in files):
+                continue
+            meta = self.hub.meta.get(repo_id, {})
+            found.append({"id": repo_id, "_id": repo_id, "modelId": repo_id} | meta)
+        sort = query.get("sort", [""])[0]
+        if sort in _SEARCH_SORTS:
+            found.sort(key=lambda item: item.get(sort) or 0, reverse=True)  # type: ignore[arg-type, return-value]
+        limit = int(query.get("limit", ["1000"])[0])
+        self._send_json(200, found[:limit], body)
 
     def _model_info(self, repo_id: str, blobs: bool, body: bool) -> None:
         files = self.hub.repos.get(repo_id)
@@ -173,8 +204,11 @@ class _Handler(BaseHTTPRequestHandler):
             data = bytes([data[0] ^ 0xFF]) + data[1:]
         start = 0
         status = 200
-        if (header := self.headers.get("Range")) and (m := re.match(r"bytes=(\d+)-$", header)):
+        end = len(data)
+        header = self.headers.get("Range")
+        if header and (m := re.match(r"bytes=(\d+)-(\d*)$", header)):
             start = int(m[1])
+            end = min(end, int(m[2]) + 1) if m[2] else end
             if start >= len(data):
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{len(data)}")
@@ -182,7 +216,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.end_headers()
                 return
             status = 206
-        payload = data[start:]
+        payload = data[start:end]
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(payload)))
@@ -192,7 +226,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("X-Linked-Size", str(len(data)))
         self.send_header("X-Repo-Commit", COMMIT)
         if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
         self.end_headers()
         if not body:
             return
@@ -217,6 +251,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body:
             self.wfile.write(encoded)
+
+
+def add_quantized_repo(
+    hub: FakeHub, repo_id: str, folder: Path, rows: dict[str, int], **meta: object
+) -> dict[str, Path]:
+    """A repository holding `<name>-<TAG>.gguf` for each tag, with an embedding of `rows[TAG]`
+    rows (more rows, a larger file), and what the search reports of it (`meta`)."""
+    stem = repo_id.rsplit("/", 1)[-1].removesuffix("-GGUF")
+    paths = {}
+    for tag, count in rows.items():
+        path = write_gguf(
+            folder / repo_id / f"{stem}-{tag}.gguf", tensors={"token_embd.weight": (count, 8)}
+        )
+        hub.add_file(repo_id, path.name, path)
+        paths[tag] = path
+    if meta:
+        hub.meta[repo_id] = dict(meta)
+    return paths
 
 
 @contextmanager

@@ -6,11 +6,15 @@ import click
 
 from hearth import __version__
 from hearth.cli.bench import bench
+from hearth.cli.chat import chat
+from hearth.cli.create import create
 from hearth.cli.doctor import doctor
 from hearth.cli.keys import keys
 from hearth.cli.models import import_, ls, pull, rm, show
 from hearth.cli.ps import ps, unload
 from hearth.cli.rpc_worker import rpc_worker
+from hearth.cli.run import run
+from hearth.cli.search import search
 from hearth.cli.serve import serve
 from hearth.cli.setup import setup
 from hearth.cli.usage import usage
@@ -29,9 +33,13 @@ def cli() -> None:
 
     \b
     Models:
-      hearth pull owner/repo[:QUANT]   download a GGUF model from the Hugging Face Hub
+      hearth search QUERY              GGUF models on the Hub and which quantization fits
+      hearth pull owner/repo[:QUANT]   download a GGUF model (no QUANT: the largest that fits)
       hearth import FILE.gguf          register a GGUF file you have
       hearth ls | show NAME | rm NAME  list, inspect, remove
+      hearth create NAME --from MODEL  a preset: a system prompt and defaults over a model
+      hearth chat [MODEL]              chat in the terminal (streamed; /help inside)
+      hearth run MODEL "prompt"        answer once, for scripts (reads stdin too)
       hearth ps        list the models a running Hearth has loaded
       hearth bench     load-test any OpenAI-compatible server (--url, --model)
       hearth rpc-worker  lend this machine's memory/GPU to a Hearth elsewhere (llama.cpp RPC)
@@ -46,8 +54,11 @@ def cli() -> None:
 cli.add_command(serve)
 cli.add_command(setup)
 cli.add_command(doctor)
-for command in (pull, import_, ls, show, rm):
+for command in (search, pull, import_, ls, show, rm):
     cli.add_command(command)
+cli.add_command(create)
+cli.add_command(chat)
+cli.add_command(run)
 cli.add_command(ps)
 cli.add_command(unload)
 cli.add_command(bench)

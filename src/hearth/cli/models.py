@@ -19,14 +19,18 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from hearth.cli.create import reload_running_server
 from hearth.cli.options import settings_from, settings_options
 from hearth.cli.running import server_url
+from hearth.cli.search import machine_target
 from hearth.config import Settings
 from hearth.engines.prompt_cache import PromptCache
 from hearth.errors import HearthError
 from hearth.models.bundled import BUNDLED_MODEL_NAME, BUNDLED_TEMPLATE
 from hearth.models.gguf_info import GGUFInfo, memory_breakdown, parameter_size, read_gguf_info
+from hearth.models.presets import Preset, PresetStore
 from hearth.models.pull import pull as pull_model
+from hearth.models.search import library_name_message
 from hearth.models.store import ModelStore, StoredModel
 
 LOADED_TIMEOUT = 1.0
@@ -35,13 +39,16 @@ LOADED_TIMEOUT = 1.0
 @click.command()
 @click.argument("ref")
 @click.option("--name", help="Register under this name.  [default: owner/repo:QUANT]")
+@click.option("--quant", help="This quantization (e.g. Q8_0), whatever fits.")
 @settings_options
-def pull(ref: str, name: str | None, config_file: Path | None, data_dir: Path | None) -> None:
+def pull(
+    ref: str, name: str | None, quant: str | None, config_file: Path | None, data_dir: Path | None
+) -> None:
     """Download a GGUF model from the Hugging Face Hub.
 
     \b
     REF is one of:
-      owner/repo              the Q4_K_M file (or the only model) in the repository
+      owner/repo              the largest quantization that fits this machine (see search)
       owner/repo:Q5_K_M       that quantization
       owner/repo/file.gguf    that exact file (all parts, for a split model)
 
@@ -51,8 +58,16 @@ def pull(ref: str, name: str | None, config_file: Path | None, data_dir: Path | 
     settings = settings_from(config_file, data_dir=data_dir)
     store = ModelStore(settings.models_dir)
     console = Console(stderr=True)
+    if "/" not in ref and (message := library_name_message(ref)) is not None:
+        raise click.ClickException(message)
+    target = machine_target(settings)
     with _DownloadProgress(console) as progress:
-        model = _run(lambda: pull_model(ref, store, name=name, progress=progress))
+        model = _run(
+            lambda: pull_model(
+                ref, store, name=name, progress=progress, quant=quant, fit=target,
+                explain=lambda reason: console.print(reason),
+            )
+        )  # fmt: skip
     console.print(f"[green]✓[/] {model.name} ({_size(model.size)}) at {model.path}")
 
 
@@ -101,6 +116,9 @@ def ls(config_file: Path | None, data_dir: Path | None) -> None:
             ", ".join(info.capabilities) if info else "-",
             "yes" if model.name in loaded else "no",
         )
+    for preset in _run(PresetStore(settings.models_dir).list):
+        loaded_base = "yes (its base)" if preset.base in loaded else "no"
+        table.add_row(preset.name, "preset", "-", "-", "-", f"from {preset.base}", loaded_base)
     console = Console()
     console.print(table)
     for note in notes:
@@ -114,6 +132,10 @@ def show(name: str, config_file: Path | None, data_dir: Path | None) -> None:
     """Show what a model's GGUF metadata says and the memory it needs at the configured
     engine.ctx_size and engine.parallel."""
     settings = settings_from(config_file, data_dir=data_dir)
+    preset = _run(lambda: PresetStore(settings.models_dir).get(name))
+    if preset is not None:
+        _show_preset(preset)
+        return
     model = _run(lambda: ModelStore(settings.models_dir).get(name))
     rows: list[tuple[str, Any]] = [
         ("name", model.name),
@@ -146,8 +168,21 @@ def rm(name: str, force: bool, config_file: Path | None, data_dir: Path | None) 
     """Remove a model: forget it and delete the files Hearth downloaded or copied (a referenced
     file is left where it is) and its saved prompt caches."""
     settings = settings_from(config_file, data_dir=data_dir)
+    presets = PresetStore(settings.models_dir)
+    if _run(lambda: name in presets):
+        preset = _run(lambda: presets.remove(name))
+        click.echo(f"removed the preset {preset.name} (its base {preset.base} is kept)")
+        click.echo(reload_running_server(settings))
+        return
     store = ModelStore(settings.models_dir)
     _run(lambda: store.get(name))
+    users = _run(lambda: presets.users_of(name))
+    if users:
+        raise click.ClickException(
+            f"the preset{'s' if len(users) > 1 else ''} {', '.join(users)} "
+            f"{'are' if len(users) > 1 else 'is'} built on {name}; remove "
+            f"{'them' if len(users) > 1 else 'it'} first with `hearth rm {users[0]}`"
+        )
     if not force and name != BUNDLED_MODEL_NAME and name in (loaded_models(settings) or set()):
         raise click.ClickException(
             f"{name} is loaded by the server at {server_url(settings)}; unload it first with "
@@ -157,6 +192,26 @@ def rm(name: str, force: bool, config_file: Path | None, data_dir: Path | None) 
     PromptCache(settings.prompt_cache_dir, settings.prompt_cache_max).remove_model(name)
     kept = "" if model.copied else f" (the file {model.path} was left in place)"
     click.echo(f"removed {model.name}{kept}")
+
+
+def _show_preset(preset: Preset) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    parameters = "\n".join(f"{k} {v!r}" for k, v in preset.parameters.items())
+    template = f"{len(preset.template)} characters" if preset.template else None
+    added = preset.added.strftime("%Y-%m-%d %H:%M UTC") if preset.added else None
+    for key, value in (
+        ("name", preset.name),
+        ("kind", "preset (shares its base model's engine)"),
+        ("from", preset.base),
+        ("system", preset.system),
+        ("parameters", parameters),
+        ("template", template),
+        ("added", added),
+    ):
+        table.add_row(key, _or_dash(value))
+    Console().print(table)
 
 
 def loaded_models(settings: Settings) -> set[str] | None:

@@ -4,13 +4,14 @@ deployments and the routes over them."""
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from hearth.config import BUNDLED_MODEL_NAME, ModelSettings, Settings
 from hearth.deployments.catalogue import Catalogue
-from hearth.deployments.deployment import LocalDeployment
+from hearth.deployments.deployment import LocalDeployment, Route
 from hearth.deployments.remote import add_remote_deployments, add_routes
 from hearth.deployments.replicas import build_replicas
 from hearth.engines.base import Launcher
@@ -18,8 +19,11 @@ from hearth.engines.gpu import detect_accelerators
 from hearth.engines.registry import EngineRegistry, default_registry
 from hearth.engines.spec import EngineContext
 from hearth.errors import ConfigError, ModelNotFound
+from hearth.models.presets import PresetStore
 from hearth.models.store import ModelStore
 from hearth.wire.base import SamplingParams
+
+log = logging.getLogger(__name__)
 
 
 def build_catalogue(
@@ -80,6 +84,7 @@ def build_catalogue(
             raise ConfigError(f"models.{name}: {exc}") from None
     add_remote_deployments(catalogue, settings)
     add_routes(catalogue, settings)
+    add_presets(catalogue, PresetStore(settings.models_dir))
     for name in settings.preload:
         try:
             catalogue.local(name)
@@ -94,3 +99,19 @@ def _launcher(
 ) -> Launcher:
     """The launcher of an entry built with other settings (a replica's threads)."""
     return registry.build(name, model, context).launcher
+
+
+def add_presets(catalogue: Catalogue, presets: PresetStore) -> None:
+    """Each preset as a route over its base's deployments (so it shares the base's engine).
+    One whose name the settings took, or whose base is gone, is skipped with a warning."""
+    for preset in presets.list():
+        try:
+            base = catalogue.resolve(preset.base)
+        except ModelNotFound:
+            log.warning("preset '%s' skipped: its base '%s' is gone", preset.name, preset.base)
+            continue
+        route = Route(preset.name, list(base.targets), base.strategy, preset=preset)
+        try:
+            catalogue.add_route(route)
+        except ValueError:
+            log.warning("preset '%s' skipped: the settings use that name", preset.name)

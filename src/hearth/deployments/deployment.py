@@ -15,6 +15,7 @@ from typing import Any, Literal
 from hearth.config import DeploymentTimeouts, Price
 from hearth.deployments.breaker import CircuitBreaker
 from hearth.engines.base import Capabilities, Launcher
+from hearth.models.presets import Preset
 from hearth.secrets import Secret
 
 # Weight of the newest sample in the time-to-first-token moving average.
@@ -148,6 +149,9 @@ class Route:
     targets: list[Target]
     strategy: str = "priority"
     aliases: list[str] = field(default_factory=list)
+    # A preset's route (models/presets.py): the base's targets, with its system prompt and
+    # defaults applied to each request by the pipeline.
+    preset: Preset | None = None
 
     def capabilities(self) -> list[str]:
         """What at least one of its deployments supports."""

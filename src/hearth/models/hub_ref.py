@@ -3,7 +3,8 @@ files of a repository one of them means.
 
 Without a tag Hearth takes the only GGUF model in the repository, else the first quantization
 of DEFAULT_QUANTIZATIONS present (Q4_K_M first, as Ollama and llama.cpp do); otherwise it lists
-the choices. Split GGUFs (`name-00001-of-00003.gguf`) are one choice made of all their parts.
+the choices (`hearth pull` and `/api/pull` choose by what fits the machine instead: see `fit`).
+Split GGUFs (`name-00001-of-00003.gguf`) are one choice made of all their parts.
 Vision projectors (`mmproj*.gguf`) are never chosen by default.
 """
 

@@ -29,8 +29,17 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
 
-from hearth.errors import ChecksumMismatch, PullError
-from hearth.models.hub_ref import Choice, HubFile, HubRef, check_filenames, choose, parse_ref
+from hearth.errors import ChecksumMismatch, HubUnreachable, PullError
+from hearth.models.fit import FitTarget, pick, remote_gguf_info
+from hearth.models.hub_ref import (
+    Choice,
+    HubFile,
+    HubRef,
+    check_filenames,
+    choose,
+    group_choices,
+    parse_ref,
+)
 from hearth.models.store import ModelStore, StoredModel, inside, validate_name
 
 # (file name, bytes done, total bytes or None); called when a file starts and after each chunk.
@@ -67,18 +76,32 @@ def pull(
     name: str | None = None,
     progress: Progress | None = None,
     hub: HubSettings | None = None,
+    quant: str | None = None,
+    fit: FitTarget | None = None,
+    explain: Callable[[str], None] | None = None,
 ) -> StoredModel:
     """Download the model `ref` names (see `hub_ref`) and register it as `name` (default
-    `owner/repo:TAG`). Files already downloaded and verified are not fetched again."""
+    `owner/repo:TAG`). Files already downloaded and verified are not fetched again. `quant`
+    overrides the reference's tag; without either, `fit` picks the largest quantization that
+    fits the machine (see `fit`) and `explain` is told why."""
     parsed = parse_ref(ref)
+    if quant:
+        parsed = HubRef(parsed.repo_id, tag=quant)
     hub = hub or HubSettings.from_environment()
     if hub.offline:
         raise PullError(
             f"cannot pull {ref}: Hugging Face Hub offline mode is on (HF_HUB_OFFLINE). Unset it "
             "to download, or register a GGUF file you already have with `hearth import PATH`"
         )
-    files, revision = _list_files(parsed, hub)
-    choice = choose(parsed, files)
+    files, revision = list_files(parsed, hub)
+    choices = group_choices(files)
+    if fit is not None and parsed.tag is None and parsed.filename is None and len(choices) > 1:
+        info = remote_gguf_info(hub.endpoint, hub.token, parsed.repo_id, revision, choices[0])
+        choice, reason = pick(parsed.repo_id, choices, info, fit)
+        if explain:
+            explain(reason)
+    else:
+        choice = choose(parsed, files)
     model_name = validate_name(name or f"{parsed.repo_id}:{choice.tag}")
     _check_name_free(store, model_name, parsed.repo_id)
 
@@ -117,7 +140,7 @@ def _file_url(hub: HubSettings, repo_id: str, filename: str, revision: str) -> s
     return hf_hub_url(repo_id, filename, revision=revision, endpoint=hub.endpoint)
 
 
-def _list_files(ref: HubRef, hub: HubSettings) -> tuple[list[HubFile], str]:
+def list_files(ref: HubRef, hub: HubSettings) -> tuple[list[HubFile], str]:
     api = HfApi(endpoint=hub.endpoint, token=hub.token)
     try:
         info = api.model_info(ref.repo_id, files_metadata=True, timeout=API_TIMEOUT)
@@ -137,6 +160,12 @@ def _list_files(ref: HubRef, hub: HubSettings) -> tuple[list[HubFile], str]:
             "a GGUF file you already have with `hearth import PATH`"
         ) from None
     except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status is not None and status >= 500:
+            raise HubUnreachable(
+                f"the hub at {hub.endpoint} failed to list {ref.repo_id} ({status}); try again "
+                "later"
+            ) from None
         raise PullError(f"the hub at {hub.endpoint} refused to list {ref.repo_id}: {exc}") from None
     except (httpx2.TransportError, OSError) as exc:
         raise _unreachable(ref, hub, exc) from None
@@ -153,8 +182,8 @@ def _list_files(ref: HubRef, hub: HubSettings) -> tuple[list[HubFile], str]:
     return files, info.sha or "main"
 
 
-def _unreachable(ref: HubRef, hub: HubSettings, exc: Exception) -> PullError:
-    return PullError(
+def _unreachable(ref: HubRef, hub: HubSettings, exc: Exception) -> HubUnreachable:
+    return HubUnreachable(
         f"cannot reach the Hugging Face Hub at {hub.endpoint} to pull {ref} "
         f"({type(exc).__name__}: {exc or 'no answer'}). Check the network connection (and "
         "HF_ENDPOINT if you use a mirror); without a network, register a GGUF file you already "
@@ -218,7 +247,7 @@ def _fetch(
         except (httpx.TransportError, _Incomplete) as exc:
             if attempt == ATTEMPTS:
                 kept = partial.stat().st_size if partial.is_file() else 0
-                raise PullError(
+                raise HubUnreachable(
                     f"the download of {file.name} was interrupted ({exc}); {kept} bytes are kept "
                     "and running the same `hearth pull` again resumes it"
                 ) from None

@@ -7,6 +7,7 @@ Layout of `<models_dir>`:
     hub/<owner>/<repo>/<file>.gguf  pulled from the Hugging Face Hub
     imported/<name>/<file>.gguf     copied by `hearth import`
     manifests/<quoted name>.json    name, files, source, copied or referenced, size, added time
+    presets/<quoted name>.json      presets (models/presets.py): a base model's name and defaults
 
 Names are `owner/repo:TAG` for pulled models (TAG is the quantization, such as Q4_K_M, or the
 file's stem when it names none) and a single word for imported ones (default: the file's stem).
@@ -111,6 +112,7 @@ class ModelStore:
     def __init__(self, models_dir: Path) -> None:
         self.models_dir = models_dir
         self.manifests_dir = models_dir / "manifests"
+        self.presets_dir = models_dir / "presets"  # see models/presets.py
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -156,6 +158,11 @@ class ModelStore:
                 f"a model named '{name}' already exists; choose another name with --name "
                 f"or remove it first with `hearth rm {name}`"
             )
+        if is_valid_name(name) and (self.presets_dir / f"{quote(name, safe='')}.json").is_file():
+            raise ModelStoreError(
+                f"a preset named '{name}' already exists; choose another name with --name "
+                f"or remove it first with `hearth rm {name}`"
+            )
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -164,7 +171,7 @@ class ModelStore:
         validate_name(model.name)
         if model.name in BUILT_IN_NAMES or not replace:
             self.check_name_free(model.name)
-        _write_json_atomically(self._manifest_path(model.name), self._to_json(model))
+        write_json_atomically(self._manifest_path(model.name), self._to_json(model))
         return model
 
     def import_file(self, path: Path, name: str | None = None, copy: bool = True) -> StoredModel:
@@ -314,7 +321,7 @@ class ModelStore:
             folder = folder.parent
 
 
-def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -122,6 +122,8 @@ class Pipeline:
             allows = None if caller is None else caller.allows_model
             raise ModelNotFound(request.model, catalogue.names_visible(allows)) from None
         request.trace.model = route.name
+        if route.preset is not None:
+            request.fields = route.preset.apply(request.fields, request.capability)
         ratelimit = await self.admission.admit(caller, request.model, route.name)
         return route, ratelimit
 

@@ -1,26 +1,28 @@
 """Ollama's model endpoints over Hearth's catalogue and model store: GET /api/tags, POST
-/api/show, GET /api/ps, DELETE /api/delete, POST /api/copy, GET /api/version, and GET|HEAD /
-(the probe clients use to find a server)."""
+/api/show, GET /api/ps, DELETE /api/delete, POST /api/copy, POST /api/create (presets), GET
+/api/version, and GET|HEAD / (the probe clients use to find a server)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from hearth.api.ollama import names
 from hearth.api.ollama.facts import ModelFacts, model_facts
 from hearth.api.ollama.generate import catalogue_name
-from hearth.api.ollama.protocol import CopyRequest, ModelRequest
+from hearth.api.ollama.protocol import CopyRequest, CreateRequest, ModelRequest
 from hearth.api.scope import caller, visible_names
 from hearth.api.services import Services, services_of
 from hearth.engines.prompt_cache import PromptCache
 from hearth.errors import ConfigError, InvalidRequest, ModelNotFound, ModelStoreError
+from hearth.models.presets import Preset, PresetStore, check_parameters
 from hearth.models.store import MAX_NAME_LENGTH, ModelStore, validate_name
 from hearth.wire.base import parse_request
 
@@ -56,6 +58,8 @@ async def show(request: Request) -> dict[str, Any]:
     name = catalogue_name(request, body.model)
     route = services.catalogue.resolve(name)
     facts = await asyncio.to_thread(model_facts, name, route, _store(services))
+    if route.preset is not None:
+        return _show_preset(facts, route.preset)
     return {
         "modelfile": facts.modelfile(with_path=caller(request) is None),
         "parameters": facts.parameters(),
@@ -108,7 +112,19 @@ async def delete(request: Request) -> Response:
     _check_length(body.model, "model")
     services = services_of(request)
     store = _store(services)
+    presets = PresetStore(store.models_dir)
+    preset = next((n for n in names.candidates(body.model) if n in presets), None)
+    if preset is not None:
+        await asyncio.to_thread(_remove_preset, presets, preset)
+        await reload_catalogue(services)
+        return Response(status_code=200)
     name = _stored_name(services, store, body.model)
+    if users := presets.users_of(name):
+        raise InvalidRequest(
+            f"The model '{name}' is the base of the preset(s) {', '.join(users)}; delete them "
+            "first.",
+            param="model",
+        )
     if store.get(name).kind == "bundled":
         _remove(store, name)  # refused, with the store's reason
     users = [key for key, model in services.settings.models.items() if model.model == name]
@@ -133,6 +149,102 @@ def _remove(store: ModelStore, name: str) -> None:
         store.remove(name)
     except ModelStoreError as exc:
         raise InvalidRequest(str(exc), param="model") from None
+
+
+def _remove_preset(presets: PresetStore, name: str) -> None:
+    try:
+        presets.remove(name)
+    except ModelStoreError as exc:
+        raise InvalidRequest(str(exc), param="model") from None
+
+
+@router.post("/api/create", summary="Ollama: create a preset (a model with a system prompt)")
+async def create(request: Request) -> Response:
+    """A preset over the model `from`: its system prompt, default parameters and template,
+    served on the base's engine. A preset of the same name is replaced, as Ollama does."""
+    body = parse_request(CreateRequest, await request.body())
+    _check_length(body.model, "model")
+    _refuse_unsupported(body)
+    if body.base is None:
+        raise InvalidRequest(
+            "Missing 'from': Hearth's /api/create makes a preset over a model it serves; name "
+            "that model in 'from'.",
+            param="from",
+        )
+    _check_length(body.base, "from")
+    services = services_of(request)
+    name = names.canonical(body.model)
+    try:
+        validate_name(name)
+        check_parameters(body.parameters or {})
+    except ModelStoreError as exc:
+        param = "parameters" if body.parameters and "parameters" in str(exc) else "model"
+        raise InvalidRequest(f"Invalid value for '{param}': {exc}.", param=param) from None
+    base = catalogue_name(request, body.base)  # 404 naming the models there are
+    presets = PresetStore(services.settings.models_dir)
+    if name in services.catalogue.names() and name not in presets:
+        raise InvalidRequest(
+            f"Invalid value for 'model': a model named '{name}' already exists and is not a "
+            "preset; pick another name.",
+            param="model",
+        )
+    preset = Preset(name, base, body.system, dict(body.parameters or {}), body.template)
+    try:
+        await asyncio.to_thread(presets.create, preset, base_known=True, replace=True)
+    except ModelStoreError as exc:
+        param = "from" if base in str(exc) else "model"
+        raise InvalidRequest(f"Invalid value for '{param}': {exc}.", param=param) from None
+    await reload_catalogue(services)
+    if not body.stream:
+        return JSONResponse({"status": "success"})
+    lines = [{"status": f"creating preset {name} from {base}"}, {"status": "success"}]
+    text = "".join(json.dumps(line) + "\n" for line in lines)
+    return Response(text, media_type="application/x-ndjson")
+
+
+def _refuse_unsupported(body: CreateRequest) -> None:
+    if body.modelfile is not None:
+        raise InvalidRequest(
+            "'modelfile' is the old /api/create; send 'from', 'system', 'parameters' and "
+            "'template' instead.",
+            param="modelfile",
+        )
+    if body.adapters:
+        raise InvalidRequest("'adapters': adapters are not supported yet.", param="adapters")
+    for field in ("files", "quantize", "messages"):
+        if getattr(body, field):
+            raise InvalidRequest(
+                f"'{field}' is not supported: Hearth's /api/create makes presets over a model "
+                "it serves (name it in 'from'); import GGUF files with `hearth import`.",
+                param=field,
+            )
+
+
+def _show_preset(facts: ModelFacts, preset: Preset) -> dict[str, Any]:
+    """/api/show of a preset: its own system prompt, parameters and template, over the details
+    of its base."""
+    values = dict(preset.parameters)
+    if facts.file is not None:
+        values.setdefault("num_ctx", facts.file.settings.ctx_size)
+    parameters = "\n".join(f"{key:<30} {json.dumps(value)}" for key, value in values.items())
+    lines = ["# Modelfile generated by Hearth (a preset)", f"FROM {preset.base}"]
+    if preset.system:
+        lines.append(f'SYSTEM """{preset.system}"""')
+    for key, value in preset.parameters.items():
+        for one in value if isinstance(value, list) else [value]:
+            lines.append(f"PARAMETER {key} {json.dumps(one)}")
+    if preset.template:
+        lines.append(f'TEMPLATE """{preset.template}"""')
+    return {
+        "modelfile": "\n".join(lines) + "\n",
+        "parameters": parameters,
+        "template": preset.template or facts.template(),
+        "system": preset.system or "",
+        "details": {**facts.details(), "parent_model": preset.base},
+        "model_info": facts.model_info(),
+        "capabilities": facts.capabilities(),
+        "modified_at": (preset.added or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
+    }
 
 
 @router.post("/api/copy", summary="Ollama: register a model under another name")

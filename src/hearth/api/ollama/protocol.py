@@ -147,6 +147,24 @@ class CopyRequest(OllamaModel):
     destination: str = Field(min_length=1)
 
 
+class CreateRequest(_NamesAModel):
+    """`POST /api/create` in its current shape: a preset over the model `from`. Hearth does
+    not build models from blobs (`files`, `quantize`) and refuses those fields by name."""
+
+    model: str = Field(min_length=1)
+    base: str | None = Field(None, alias="from", min_length=1)
+    system: str | None = None
+    parameters: dict[str, Any] | None = None
+    template: str | None = None
+    adapters: dict[str, str] | None = None
+    files: dict[str, str] | None = None
+    quantize: str | None = None
+    messages: list[Any] | None = None
+    modelfile: str | None = None  # the old API
+    license: str | list[str] | None = None
+    stream: bool = True
+
+
 class EmbedRequest(ModelRequest):
     input: str | list[str] | None = None  # /api/embed
     prompt: str | None = None  # /api/embeddings

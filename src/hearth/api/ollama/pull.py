@@ -4,7 +4,10 @@ pull` does), with Ollama's progress objects streamed as NDJSON.
 The reference is Hearth's (`owner/repo`, `owner/repo:Q5_K_M`, `owner/repo/file.gguf`), also in
 Ollama's Hugging Face form `hf.co/owner/repo:Q5_K_M`; `:latest` means the default quantization.
 A name the catalogue already serves that is not a hub reference (`gemma-3-270m`) succeeds at
-once. The download runs in a worker thread; if the client goes away it stops, keeping what it
+once; a name in Ollama's library style that is neither (`llama3.2`) is a 404 naming the hub
+repositories a search finds for it. Without a tag the largest quantization that fits this
+machine is pulled (`models.fit`); a hub that cannot be reached is a 503. The download runs in a
+worker thread; if the client goes away it stops, keeping what it
 fetched, and the next pull resumes it.
 """
 
@@ -26,9 +29,21 @@ from hearth.api.ollama.models import reload_catalogue
 from hearth.api.ollama.protocol import PullRequest
 from hearth.api.ollama.reply import NDJSON, line
 from hearth.api.services import Services, services_of
-from hearth.errors import APIError, HearthError, InvalidRequest, PullError
+from hearth.config import Settings
+from hearth.engines.gpu import detect_accelerators, vram_budget
+from hearth.errors import (
+    APIError,
+    HearthError,
+    HubUnreachable,
+    InvalidRequest,
+    ModelNotFound,
+    PullError,
+    UpstreamUnavailable,
+)
+from hearth.models.fit import FitTarget, fit_target
 from hearth.models.hub_ref import parse_ref
 from hearth.models.pull import pull
+from hearth.models.search import library_name_message
 from hearth.models.store import ModelStore
 from hearth.wire.base import parse_request
 
@@ -66,7 +81,13 @@ async def pull_model(request: Request) -> Response:
     services = services_of(request)
     ref = _hub_ref(body.model)
     if ref is None:
-        catalogue_name(request, body.model)  # 404 for a name that is neither
+        try:
+            catalogue_name(request, body.model)  # 404 for a name that is neither
+        except ModelNotFound as missing:
+            found = await asyncio.to_thread(library_name_message, body.model)
+            if found is not None:
+                missing.message = f"{missing.message} {found}"
+            raise
         return _done(body.stream)
     pulls: Pulls = request.app.state.ollama_pulls
     download = _Download(services, ref, pulls)
@@ -105,6 +126,8 @@ def _done(stream: bool) -> Response:
 
 
 def _as_api_error(exc: HearthError) -> APIError:
+    if isinstance(exc, HubUnreachable):
+        return UpstreamUnavailable(str(exc), code="hub_unreachable")
     return exc if isinstance(exc, APIError) else InvalidRequest(str(exc), param="model")
 
 
@@ -119,9 +142,13 @@ class _Download:
         self.last_report: dict[str, float] = {}
 
     async def run(self) -> None:
-        store = ModelStore(self.services.settings.models_dir)
+        settings = self.services.settings
+        store = ModelStore(settings.models_dir)
         async with self.pulls.lock(self.ref):
-            model = await asyncio.to_thread(pull, self.ref, store, progress=self.progress)
+            target = await asyncio.to_thread(_machine_target, settings)
+            model = await asyncio.to_thread(
+                pull, self.ref, store, progress=self.progress, fit=target, explain=self.explain
+            )
         log.info("pulled %s as %s", self.ref, model.name)
         await reload_catalogue(self.services)
 
@@ -132,6 +159,11 @@ class _Download:
 
     def stop(self) -> None:
         self.stopped.set()
+
+    def explain(self, reason: str) -> None:
+        """Called in the download thread with why a quantization was chosen."""
+        log.info("pulling %s: %s", self.ref, reason)
+        self.loop.call_soon_threadsafe(self.updates.put_nowait, {"status": reason})
 
     def progress(self, filename: str, done: int, total: int | None) -> None:
         """Called in the download thread when a file starts and after each chunk."""
@@ -162,6 +194,12 @@ class _Download:
             self.stop()  # if the client left, the download stops at its next chunk
         for status in ("verifying sha256 digest", "writing manifest", "success"):
             yield line({"status": status})
+
+
+def _machine_target(settings: Settings) -> FitTarget:
+    """memory_budget if set, else VRAM if a GPU is found, else memory_fraction of RAM."""
+    vram = None if settings.memory_budget is not None else vram_budget(detect_accelerators())
+    return fit_target(settings, vram)
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
