@@ -52,7 +52,10 @@ def test_responses_snippet(hearth: HearthServer, tmp_path: Path) -> None:
 @pytest.mark.timeout(300)
 def test_agents_snippet(hearth: HearthServer, tmp_path: Path) -> None:
     printed = run_python("agents", hearth, tmp_path)
-    assert printed.splitlines()[-2:] == ["Sunny in Paris.", "Sunny in Rome."], printed
+    # Each run ended with the tool's answer for the city asked about; the model words the city
+    # argument itself ("Rome" or "Rome, Italy"), so only its start is fixed.
+    paris, rome = printed.splitlines()[-2:]
+    assert paris.startswith("Sunny in Paris") and rome.startswith("Sunny in Rome"), printed
 
 
 def test_tokenize_snippet(hearth: HearthServer) -> None:
