@@ -27,6 +27,7 @@ class Reply:
     text: str = ""
     completion_tokens: int | None = None
     chunks: int = 0  # pieces of output: the token count when the server sends no usage
+    sent_at: float | None = None
     first_token_at: float | None = None
     finished_at: float | None = None
     engine_tokens_per_s: float | None = None  # llama.cpp's own `timings`, when relayed
@@ -41,11 +42,16 @@ class Reply:
     def tokens_per_s(self) -> float | None:
         if self.engine_tokens_per_s:
             return self.engine_tokens_per_s
-        if self.first_token_at is None or self.finished_at is None or self.tokens < 2:
+        if self.finished_at is None or self.tokens < 1:
             return None
-        elapsed = self.finished_at - self.first_token_at
-        # The first token's time is the prompt's; the rate is of the tokens after it.
-        return (self.tokens - 1) / elapsed if elapsed > 0 else None
+        if self.first_token_at is not None and self.tokens >= 2:
+            elapsed = self.finished_at - self.first_token_at
+            # The first token's time is the prompt's; the rate is of the tokens after it.
+            if elapsed > 0:
+                return (self.tokens - 1) / elapsed
+        if self.sent_at is not None and self.finished_at > self.sent_at:
+            return self.tokens / (self.finished_at - self.sent_at)  # one token: the whole wait
+        return None
 
 
 class ChatClient:
@@ -93,7 +99,7 @@ class ChatClient:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        reply = Reply()
+        reply = Reply(sent_at=time.monotonic())
         try:
             with self._http.stream("POST", "/v1/chat/completions", json=body) as response:
                 if response.status_code >= 400:
