@@ -125,10 +125,27 @@ bench-replicas: setup
 bench-rpc: setup
 	$(BIN)/python bench/rpc_split.py $(ARGS)
 
+## bench-quantization: file size, load time and tokens/s per quantization type (tiny test model, bundled model); writes docs/benchmarks.md
+.PHONY: bench-quantization
+bench-quantization: setup $(TEST_STAMP)
+	$(BIN)/python bench/quantization.py $(ARGS)
+
 ## bench-vllm: tokens/s of vLLM through Hearth vs vLLM directly (needs an NVIDIA GPU and vLLM); writes docs/benchmarks.md
 .PHONY: bench-vllm
 bench-vllm: $(SERVE_STAMP)
 	$(BIN)/python bench/vllm_through_hearth.py --write $(ARGS)
+
+## bench-route-rules: what a route's rules and semantic classifier add per request (static nginx upstream); writes docs/benchmarks.md
+.PHONY: bench-route-rules
+bench-route-rules: setup
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
+		(apt-get update && apt-get install -y nginx)
+	$(BIN)/python bench/route_rules.py $(ARGS)
+
+## bench-images: time to first token with one 512x512 image vs the text alone, Hearth vs llama-server (tiny vision model); writes docs/benchmarks.md
+.PHONY: bench-images
+bench-images: setup $(TEST_STAMP)
+	$(BIN)/python bench/image_overhead.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -17,6 +17,7 @@ from hearth.errors import SetupError
 from hearth.models.bundled import ensure_bundled_model
 from hearth.models.bundled_embeddings import ensure_embeddings_model
 from support.hearth_server import HearthServer, StartHearth
+from support.lora_files import TinyLora, build_tiny_lora
 from support.scripted_upstream import ScriptedUpstream
 
 
@@ -142,3 +143,9 @@ def hearth(request: pytest.FixtureRequest, start_hearth: StartHearth) -> HearthS
     server = start_hearth()
     request.config.stash[_SHARED] = server
     return server
+
+
+@pytest.fixture(scope="session")
+def tiny_lora(tmp_path_factory: pytest.TempPathFactory) -> TinyLora:
+    """A tiny Llama with random LoRA adapters, as folders and GGUF files (support.lora_files)."""
+    return build_tiny_lora(tmp_path_factory.mktemp("tiny-lora"))

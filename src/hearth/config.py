@@ -4,6 +4,7 @@ every key. Where the values come from (file < environment < flags) is `hearth.se
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import os
 import re
@@ -11,6 +12,7 @@ import shlex
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import re2
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -97,18 +99,39 @@ def parse_rpc_endpoint(value: str) -> str:
 
 RpcEndpoint = Annotated[str, AfterValidator(parse_rpc_endpoint)]
 
+# LoRA adapters of a llama.cpp model (docs/models.md, "Adapters (LoRA)"): served as `model+name`.
+ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ADAPTER_NAME_RULE = "1 to 64 letters, digits, '.', '_' and '-', starting with a letter or digit"
+
+
+def _adapter_files(value: dict[str, str]) -> dict[str, str]:
+    for name, file in value.items():
+        if not ADAPTER_NAME.match(name):
+            raise ValueError(f"{name!r} cannot name an adapter: use {ADAPTER_NAME_RULE}")
+        if not file.strip() or "," in file:
+            # llama-server reads --lora as a comma-separated list.
+            raise ValueError(f"adapters.{name}: give the path of a LoRA GGUF file without commas")
+    return value
+
+
+AdapterFiles = Annotated[dict[str, str], AfterValidator(_adapter_files)]
+
 
 class Price(_Strict):
     """What a deployment's tokens cost, per million; for local models an amortised figure."""
 
     input: float = Field(0.0, ge=0, description="Price per million prompt tokens.")
     output: float = Field(0.0, ge=0, description="Price per million completion tokens.")
+    audio_minute: float = Field(
+        0.0, ge=0, description="Price per minute of audio transcribed or translated."
+    )
 
-    def of(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
+    def of(self, prompt_tokens: int, completion_tokens: int, audio_seconds: float = 0.0) -> float:
+        tokens = (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
+        return tokens + audio_seconds * self.audio_minute / 60
 
 
-Capability = Literal["chat", "completion", "embeddings", "rerank"]
+Capability = Literal["chat", "completion", "embeddings", "rerank", "transcription", "vision"]
 
 
 class DeploymentTimeouts(_Strict):
@@ -138,7 +161,9 @@ class DeploymentSettings(_Strict):
     price: Price = Field(default_factory=Price)
     capabilities: list[Capability] = Field(
         default_factory=lambda: list[Capability](("chat", "completion")),
-        description="What it serves: chat, completion, embeddings, rerank.",
+        description="What it serves: chat, completion, embeddings, rerank, transcription (its "
+        "/audio/transcriptions, sent multipart) (and vision: its model reads images, shown in "
+        "model listings).",
     )
     aliases: list[str] = Field(default_factory=list, description="Other names clients may use.")
     import_models: bool = Field(
@@ -152,7 +177,158 @@ class RouteTarget(_Strict):
     weight: float = Field(1.0, ge=0, description="Share of traffic under 'weighted'.")
 
 
-Strategy = Literal["priority", "weighted", "least-busy", "lowest-latency", "lowest-cost"]
+Strategy = Literal[
+    "priority", "weighted", "least-busy", "lowest-latency", "lowest-cost", "cascade"
+]  # fmt: skip
+
+
+# Task-aware routes (docs/routing.md, "Task-aware routes"): rules and the semantic classifier.
+_CLASS_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # shown in a header and a metric label
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+MAX_PATTERN_LENGTH = 2048
+
+
+def _linear_pattern(value: str) -> str:
+    """A regular expression RE2 accepts: matched in time linear in the text (no backtracking),
+    so no request can make a rule slow. Back-references and look-arounds are refused here."""
+    if len(value) > MAX_PATTERN_LENGTH:
+        raise ValueError(f"a pattern may be at most {MAX_PATTERN_LENGTH} characters")
+    options = re2.Options()
+    options.log_errors = False
+    try:
+        re2.compile(value, options)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise ValueError(
+            f"{value!r} is not a regular expression Hearth can match in linear time (RE2 "
+            f"syntax; no back-references or look-arounds): {reason}"
+        ) from None
+    return value
+
+
+def _names(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+def _header_values(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    headers: dict[Any, Any] = {}
+    for name, wanted in value.items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise ValueError(f"{name!r} is not an HTTP header name")
+        headers[name.lower()] = [wanted] if isinstance(wanted, str) else wanted
+    return headers
+
+
+LinearPattern = Annotated[str, AfterValidator(_linear_pattern)]
+Names = Annotated[list[str], BeforeValidator(_names), Field(min_length=1)]
+HeaderValues = Annotated[dict[str, list[str]], BeforeValidator(_header_values)]
+Example = Annotated[str, Field(min_length=1, max_length=4096)]
+Examples = Annotated[list[Example], Field(min_length=1, max_length=256)]
+
+RULE_CONDITIONS = (
+    "tools",
+    "images",
+    "audio",
+    "json_schema",
+    "prompt_tokens_over",
+    "message_matches",
+    "system_matches",
+    "key",
+    "team",
+    "header",
+    "class_",
+)
+
+
+class RouteRule(_Strict):
+    """One rule of a route: when every condition it sets holds, the request goes to `to`."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    to: str = Field(
+        min_length=1, description="A deployment or local model, or another route's name."
+    )
+    tools: bool | None = Field(None, description="The request carries tools (false: none).")
+    images: bool | None = Field(None, description="A message carries an image.")
+    audio: bool | None = Field(None, description="A message carries audio.")
+    json_schema: bool | None = Field(
+        None, description="It asks for JSON (response_format json_schema or json_object)."
+    )
+    prompt_tokens_over: int | None = Field(
+        None, ge=0, description="Its prompt is longer than this many tokens."
+    )
+    message_matches: LinearPattern | None = Field(
+        None, description="Any message's text matches this regular expression (RE2)."
+    )
+    system_matches: LinearPattern | None = Field(
+        None, description="The system (or developer) prompt matches this regular expression."
+    )
+    key: Names | None = Field(None, description="Sent with one of these keys (name or id).")
+    team: Names | None = Field(None, description="Sent with a key of one of these teams.")
+    header: HeaderValues | None = Field(
+        None, description="Request headers and the values (any of a list) they must have."
+    )
+    class_: str | None = Field(
+        None, alias="class", description="The route's classifier gives the request this class."
+    )
+
+    @model_validator(mode="after")
+    def _has_a_condition(self) -> RouteRule:
+        if all(getattr(self, name) is None for name in RULE_CONDITIONS):
+            conditions = ", ".join("class" if c == "class_" else c for c in RULE_CONDITIONS)
+            raise ValueError(f"a rule needs at least one condition besides 'to': {conditions}")
+        return self
+
+
+class ClassifierSettings(_Strict):
+    """Classes defined by example prompts, told apart by an embeddings model Hearth serves."""
+
+    model: str = Field(
+        min_length=1, description="The embeddings model (a local one, a deployment or a route)."
+    )
+    classes: dict[str, Examples] = Field(
+        min_length=1, description="Class name: a few example prompts of that class."
+    )
+    min_similarity: float = Field(
+        0.0, ge=-1, le=1, description="Below this cosine similarity to every example: no class."
+    )
+
+    @field_validator("classes")
+    @classmethod
+    def _class_names(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name in value:
+            if not _CLASS_NAME.match(name):
+                raise ValueError(f"{name!r}: a class name is 1 to 64 of A-Z a-z 0-9 _ . -")
+        return value
+
+
+class CascadeSettings(_Strict):
+    """What a `cascade` route checks before it keeps an answer; a failed check sends the request
+    on to the next deployment (docs/routing.md, "Cascades")."""
+
+    non_empty: bool = Field(True, description="Reject an answer with no text and no tool call.")
+    not_truncated: bool = Field(True, description="Reject an answer cut off by max_tokens.")
+    valid_json: bool = Field(
+        True, description="Reject invalid JSON, or JSON against the schema, when JSON was asked."
+    )
+    tool_arguments: bool = Field(
+        True, description="Reject tool calls to unknown tools or with arguments off their schema."
+    )
+    min_logprob: float | None = Field(
+        None, le=0, description="Reject answers whose mean token log-probability is lower."
+    )
+    pattern: LinearPattern | None = Field(
+        None, description="Reject answers whose text does not match (RE2 syntax)."
+    )
+    buffer_streams: bool = Field(
+        False,
+        description="Check streamed requests too, by sending the answer once it is accepted "
+        "(the client waits for the whole answer); otherwise streams take the first deployment.",
+    )
 
 
 class RouteSettings(_Strict):
@@ -163,6 +339,27 @@ class RouteSettings(_Strict):
     )
     strategy: Strategy = "priority"
     aliases: list[str] = Field(default_factory=list, description="Other names clients may use.")
+    rules: list[RouteRule] = Field(
+        default_factory=list, max_length=64, description="Checked in order; the first that holds."
+    )
+    classifier: ClassifierSettings | None = None
+    cascade: CascadeSettings | None = Field(
+        None, description="The checks of strategy 'cascade' (default: all but logprob, pattern)."
+    )
+
+    @model_validator(mode="after")
+    def _classes_defined(self) -> RouteSettings:
+        known = set(self.classifier.classes) if self.classifier is not None else set()
+        for index, rule in enumerate(self.rules):
+            if rule.class_ is not None and rule.class_ not in known:
+                where = f"rules.{index}.class"
+                if not known:
+                    raise ValueError(f"{where}: '{rule.class_}' needs a 'classifier' on the route")
+                raise ValueError(
+                    f"{where}: '{rule.class_}' is not a class of the route's classifier; "
+                    f"its classes: {', '.join(sorted(known))}"
+                )
+        return self
 
     def targets(self) -> list[RouteTarget]:
         return [
@@ -192,6 +389,45 @@ class RoutingSettings(_Strict):
     )
 
 
+class ImageSettings(_Strict):
+    """Images a request names by http(s) URL, which Hearth fetches for engines that take only the
+    image itself (upstream/images.py); data: URLs are checked against the same limits."""
+
+    max_bytes: ByteSize = Field(
+        ByteSize(20 * 1024**2), ge=1, description="Largest image, fetched or inline."
+    )
+    fetch_timeout: Duration = Field(
+        10.0, gt=0, description="Seconds one image may take to fetch, redirects included."
+    )
+    max_redirects: int = Field(3, ge=0, le=10, description="Redirects followed, each re-checked.")
+    allow_private: bool = Field(
+        False,
+        description="Fetch from loopback, private, link-local and other non-public addresses too "
+        "(off: a request cannot make Hearth reach into the network it runs in).",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names fetched even when they resolve to a non-public address (an "
+        "intranet image server).",
+    )
+    cache_entries: int = Field(64, ge=0, description="Fetched images kept in memory (LRU).")
+    cache_bytes: ByteSize = Field(
+        ByteSize(64 * 1024**2), ge=0, description="Memory the cached images may take."
+    )
+
+
+class AudioSettings(_Strict):
+    """Audio uploaded for transcription (/v1/audio/transcriptions, /v1/audio/translations):
+    decoded at the gateway and sent to the engine as 16 kHz mono WAV."""
+
+    max_bytes: ByteSize = Field(
+        ByteSize(25 * 1024**2), ge=1, description="Largest audio file one request may upload."
+    )
+    max_seconds: Duration = Field(
+        1800.0, gt=0, description="Longest audio one request may send, in seconds."
+    )
+
+
 class CacheSettings(_Strict):
     """Exact-match cache of answers to deterministic requests (temperature 0 or a seed)."""
 
@@ -203,7 +439,7 @@ class CacheSettings(_Strict):
     )
 
 
-Task = Literal["chat", "embeddings", "rerank"]
+Task = Literal["chat", "embeddings", "rerank", "transcription"]
 
 
 def _split_command(value: Any) -> Any:
@@ -343,7 +579,10 @@ class ModelSettings(_Strict):
         "installed), an entry with a `command` → command.",
     )
     task: Task | None = Field(
-        None, description="chat, embeddings or rerank; default: from the model's metadata."
+        None,
+        description="chat, embeddings, rerank or transcription (a Whisper model folder on "
+        "transformers, or a whisper.cpp server as a `command`); default: from the model's "
+        "metadata.",
     )
     device: str | None = Field(
         None, description="transformers: cpu, cuda, cuda:1 or mps; default: the best found."
@@ -371,6 +610,17 @@ class ModelSettings(_Strict):
         default_factory=list,
         description="llama.cpp: RPC workers (`hearth rpc-worker`) as host:port, which hold part "
         "of the model's layers; without gpu_layers, every layer goes to the workers and GPUs.",
+    )
+    adapters: AdapterFiles = Field(
+        default_factory=dict,
+        description="llama.cpp: LoRA adapters as {name: GGUF file}, all loaded with the model; a "
+        "request picks one as model 'NAME+ADAPTER' or with its 'adapter' field.",
+    )
+    mmproj: str | None = Field(
+        None,
+        description="llama.cpp: a multimodal projector GGUF (mmproj-*.gguf) loaded with the "
+        "model, so its chat messages may carry images; default: the one stored with the model "
+        "(`hearth pull` fetches it, `hearth import --mmproj` attaches it).",
     )
     command: CommandLine | None = Field(
         None,
@@ -430,6 +680,20 @@ class ModelSettings(_Strict):
         description="Idle time before an extra replica (above min_replicas) stops; default: the "
         "model's keep_alive when positive, else 5 minutes.",
     )
+
+    @model_validator(mode="after")
+    def _transcription_engines(self) -> ModelSettings:
+        if self.task != "transcription" or self.command is not None:
+            return self
+        if self.engine not in (None, "transformers", "command") or (
+            self.engine is None and self.model.lower().endswith(".gguf")
+        ):
+            raise ValueError(
+                "task 'transcription' is served by the transformers engine (a Whisper model "
+                "folder) or by a whisper.cpp server given as `command`, not by "
+                f"{self.engine or 'llama.cpp'}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _replica_counts(self) -> ModelSettings:
@@ -509,6 +773,122 @@ class ResponsesSettings(_Strict):
         description="Days stored Responses API answers are kept (for previous_response_id and "
         "GET /v1/responses/{id}); 0 keeps them forever.",
     )
+
+
+class StoreSettings(_Strict):
+    """The model store on disk (see docs/models.md)."""
+
+    keep_revisions: int = Field(
+        2,
+        ge=0,
+        description="Earlier revisions of a pulled model kept on disk after `hearth pull "
+        "--update` (for `hearth rollback` and NAME@REVISION), besides the one it serves; "
+        "older ones are deleted. 0 keeps none.",
+    )
+
+
+class MachineCost(_Strict):
+    """What one machine (or engine) costs to run: a plain $/hour, or its hardware's price over
+    its lifetime plus its power, or both (they add up). See docs/operations.md."""
+
+    deployments: list[str] = Field(
+        min_length=1, description="The local models (deployment names) this machine serves."
+    )
+    hourly: float | None = Field(
+        None, ge=0, description="$/hour it costs to run (a rented GPU, hosting, staff)."
+    )
+    hardware_price: float | None = Field(
+        None, ge=0, description="What the hardware cost; gives the break-even date."
+    )
+    lifetime_years: float | None = Field(
+        None, gt=0, description="Years the hardware is written off over (with hardware_price)."
+    )
+    power_watts: float | None = Field(None, ge=0, description="Power drawn while serving, in W.")
+    power_price: float | None = Field(None, ge=0, description="Price of power, $ per kWh.")
+    purchased: dt.date | None = Field(
+        None, description="When it started serving: cumulative savings count from here."
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> MachineCost:
+        if (self.hardware_price is None) != (self.lifetime_years is None):
+            raise ValueError("hardware_price and lifetime_years go together")
+        if (self.power_watts is None) != (self.power_price is None):
+            raise ValueError("power_watts and power_price go together")
+        if self.hourly is None and self.hardware_price is None and self.power_watts is None:
+            raise ValueError("give hourly, or hardware_price + lifetime_years, or power too")
+        return self
+
+    def running_per_hour(self) -> float:
+        """$/hour spent while it serves, the hardware's own price left out."""
+        power = (self.power_watts or 0.0) / 1000 * (self.power_price or 0.0)
+        return (self.hourly or 0.0) + power
+
+    def per_hour(self) -> float:
+        """$/hour in all: running cost plus the hardware written off over its lifetime."""
+        written_off = 0.0
+        if self.hardware_price is not None and self.lifetime_years:
+            written_off = self.hardware_price / (self.lifetime_years * 365.25 * 24)
+        return self.running_per_hour() + written_off
+
+
+class SavingsSettings(_Strict):
+    """What self-hosting saved: the cost of local tokens against a cloud model's price."""
+
+    reference: str = Field(
+        "openai/gpt-4o-mini", description="The cloud model (in the price table) to compare with."
+    )
+    references: dict[str, str] = Field(
+        default_factory=dict,
+        description="Other cloud models for some local deployments, e.g. an embeddings model.",
+    )
+    prices_file: Path | None = Field(
+        None, description="A TOML price table of your own, over the one shipped with Hearth."
+    )
+    machines: dict[str, MachineCost] = Field(
+        default_factory=dict, description="Cost models of the machines serving local models."
+    )
+    throughput_days: float = Field(
+        7.0, gt=0, description="Days of recent usage rows that measure throughput and the rate."
+    )
+
+
+class BudgetWebhookSettings(_Strict):
+    """Where budget events are POSTed, signed with HMAC-SHA256."""
+
+    url: str = Field(pattern=r"^https?://[^\s/]+", description="The receiver's URL.")
+    secret: str = Field(description="The signing secret: 'env:NAME' or 'file:PATH' (never logged).")
+    timeout: Duration = Field(10.0, gt=0, description="Seconds one delivery may take.")
+    backoff: Duration = Field(1.0, gt=0, description="First retry delay; doubles.")
+    backoff_max: Duration = Field(300.0, gt=0, description="Longest retry delay.")
+    give_up_after: Duration = Field(
+        86400.0, gt=0, description="Seconds after the event that retries stop."
+    )
+
+
+def _thresholds(value: list[int]) -> list[int]:
+    return sorted(set(value))
+
+
+Thresholds = Annotated[list[Annotated[int, Field(ge=1, le=1000)]], AfterValidator(_thresholds)]
+
+
+class BudgetEventSettings(_Strict):
+    """Events when a key or team reaches a share of its budget: audit log, metric, webhook."""
+
+    thresholds: Thresholds = Field(
+        default_factory=lambda: [50, 80, 100], description="Percentages of a budget that emit."
+    )
+    teams: dict[str, Thresholds] = Field(
+        default_factory=dict, description="Other thresholds for some teams, by name."
+    )
+    keys: dict[str, Thresholds] = Field(
+        default_factory=dict, description="Other thresholds for some keys, by prefix (hk_...)."
+    )
+    check_interval: Duration = Field(
+        1.0, gt=0, description="Seconds between looks at what keys and teams have spent."
+    )
+    webhook: BudgetWebhookSettings | None = None
 
 
 class Settings(_Strict):
@@ -601,6 +981,8 @@ class Settings(_Strict):
     )
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    images: ImageSettings = Field(default_factory=ImageSettings)
+    audio: AudioSettings = Field(default_factory=AudioSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     redis_url: str | None = Field(
         None,
@@ -616,6 +998,9 @@ class Settings(_Strict):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     usage: UsageSettings = Field(default_factory=UsageSettings)
     responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    savings: SavingsSettings = Field(default_factory=SavingsSettings)
+    budgets: BudgetEventSettings = Field(default_factory=BudgetEventSettings)
 
     def effective_memory_budget(self) -> int:
         if self.memory_budget is not None:

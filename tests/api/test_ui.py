@@ -17,6 +17,7 @@ from playwright.sync_api import Browser, Locator, Page, Route, expect, sync_play
 
 from support.hearth_server import HearthServer, StartHearth
 from support.scripted_upstream import ScriptedUpstream
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.engine
 
@@ -55,6 +56,10 @@ def dashboard_hearth(
         f"    url: {upstream.url('flaky')}\n"
         "routes:\n"
         "  assistant: {deployments: [gemma-3-270m, cloud-mini]}\n"
+        "savings:\n"
+        "  machines:\n"
+        "    workstation: {deployments: [gemma-3-270m], hardware_price: 2000, lifetime_years: 3,"
+        " power_watts: 150, power_price: 0.3}\n"
     )
     return start_hearth("--config", str(config), env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY})
 
@@ -160,7 +165,7 @@ def test_admin_deployments_shows_breakers_and_engine_state_but_no_key(
     assert (mini["kind"], mini["breaker"], mini["capacity"]) == ("remote", "closed", 8)
     assert mini["url"].endswith("/cloud-mini/v1")
     assert mini["ttft_avg_ms"] > 0
-    assert mini["price"] == {"input": 0.15, "output": 0.6}
+    assert mini["price"] == {"input": 0.15, "output": 0.6, "audio_minute": 0.0}
     gemma = cards["gemma-3-270m"]
     assert (gemma["kind"], gemma["state"]) == ("local", "ready")
     assert gemma["memory_bytes"] > 100_000_000
@@ -379,6 +384,47 @@ def test_usage_by_key_and_model_fills_its_tables_for_the_chosen_period(
     page.select_option("#usage-period", "7d")
     expect(page.locator("#usage-key tbody tr")).to_contain_text("12")
     assert any("since=7d" in url for url in asked)
+
+
+def test_the_savings_panel_shows_what_local_tokens_saved(
+    page: Page, dashboard_hearth: HearthServer
+) -> None:
+    """/admin/savings on real usage: the local model's tokens against the cloud reference, the
+    machine's throughput and break-even; the remote deployment's tokens are not local."""
+    chat(dashboard_hearth, "gemma-3-270m").raise_for_status()
+    chat(dashboard_hearth, "cloud-mini").raise_for_status()
+
+    def local_figures() -> dict[str, Any] | None:
+        url = f"{dashboard_hearth.base_url}/admin/savings?by=model&since=30d"
+        answer = httpx.get(url).json()
+        assert "data" in answer, answer
+        rows = answer["data"]
+        return next((r for r in rows if r["model"] == "gemma-3-270m"), None)
+
+    # The page reads savings once at load (then every 30 s): wait for the usage to be written.
+    wait_for(local_figures, timeout=20, what="the local model's usage in /admin/savings")
+    figures = local_figures()
+    assert figures is not None
+    assert figures["local_tokens"] > 0 and figures["cloud_cost"] > 0
+    page.goto("/ui")
+    gemma = page.locator("#savings tbody tr[data-name='gemma-3-270m']")
+    expect(gemma).to_be_visible()
+    expect(gemma.locator("td").nth(3)).to_have_text(f"${figures['cloud_cost']:.4f}")
+    expect(page.locator("#savings tbody")).not_to_contain_text("cloud-mini")
+    expect(page.locator("#savings-note")).to_contain_text("openai/gpt-4o-mini")
+    expect(page.locator("#fig-saved")).to_contain_text("$")
+    machine = page.locator("#savings-machines tbody tr[data-name='workstation']")
+    expect(machine.locator("td").nth(1)).to_contain_text("$")  # its $/hour
+    expect(machine.locator("td").nth(2)).not_to_have_text("not measured yet")
+    expect(machine.locator("td").nth(6)).to_have_text("$2000")
+    expect(machine.locator("td").nth(7)).not_to_have_text("\N{EN DASH}")  # a break-even
+    page.select_option("#savings-by", "key")
+    expect(page.locator("#savings-by-head")).to_have_text("key")
+    expect(page.locator("#savings tbody")).to_contain_text("(no key)")
+    if SCREENSHOTS:
+        page.locator("#savings-panel").screenshot(
+            path=str(Path(SCREENSHOTS) / "dashboard-savings.png")
+        )
 
 
 def test_a_loaded_model_is_unloaded_from_the_page(

@@ -73,7 +73,7 @@ def test_create_ls_show_rm(data_dir: Path, tmp_path: Path) -> None:
         (["p", "--from", BASE, "--param", "num_ctx=8192"], "engine setting"),
         (["p", "--from", BASE, "--param", "colour=blue"], "not a parameter"),
         (["p", "--from", BASE, "--param", "temperature"], "NAME=VALUE"),
-        (["p", "--from", BASE, "--adapter", "lora.gguf"], "adapters are not supported yet"),
+        (["p", "--from", BASE, "--adapter", "lora"], "has no adapter 'lora'; its adapters: none"),
         ([BASE, "--from", BASE], "model in the store"),
         (["p"], "Missing option '--from'"),
     ],

@@ -84,7 +84,8 @@ def test_import_then_ls_and_show(data_dir: Path, tmp_path: Path) -> None:
 
     listing = hearth(data_dir, "ls")
     assert listing.exit_code == 0, listing.output
-    assert row_of(listing.output, "tiny")[2:] == ["F16", "800", "4096", "completion, chat", "no"]
+    cells = ["F16", "800", "4096", "completion, chat", "no", "-"]  # imported: no revision
+    assert row_of(listing.output, "tiny")[2:] == cells
     assert "gemma-3-270m: not prepared yet" in listing.output  # listed before it is assembled
 
     shown = hearth(data_dir, "show", "tiny")
@@ -162,7 +163,7 @@ def test_rm_is_refused_while_loaded(
     hearth(data_dir, "import", str(write_gguf(tmp_path / "m.gguf")), "--name", "busy")
     loaded_server.append("busy")
     listing = hearth(data_dir, "ls").output
-    assert row_of(listing, "busy")[-1] == "yes"
+    assert row_of(listing, "busy")[-2] == "yes"
 
     refused = hearth(data_dir, "rm", "busy")
     assert refused.exit_code == 1

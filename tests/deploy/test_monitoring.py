@@ -414,8 +414,13 @@ cache: {{enabled: true, ttl: 60}}
 deployments:
   ok: {{url: '{upstream.url("ok")}'}}
   broken: {{url: '{upstream.url("broken")}'}}
+  empty: {{url: '{upstream.url("empty")}'}}
 routes:
   chain: {{deployments: [broken, ok]}}
+  cascade: {{strategy: cascade, deployments: [empty, ok]}}
+  ruled:
+    deployments: [ok]
+    rules: [{{to: ok, header: {{x-task: code}}}}]
 """
 
 
@@ -429,6 +434,15 @@ def drive_gateway(gateway: HearthServer, upstream: ScriptedUpstream) -> None:
         assert client.post(url, json={"model": "ok", **chat}).status_code == 401  # rejection
         # A fallback: broken fails, ok answers.
         assert client.post(url, json={"model": "chain", **chat}, headers=admin).status_code == 200
+        # A cascade escalation: empty's answer is rejected, ok's kept.
+        upstream.set_default("empty", "say:")
+        answer = client.post(url, json={"model": "cascade", **chat}, headers=admin)
+        assert answer.headers["x-hearth-escalations"] == "1"
+        # A route decision by a rule.
+        answer = client.post(
+            url, json={"model": "ruled", **chat}, headers={**admin, "x-task": "code"}
+        )
+        assert answer.headers["x-hearth-route-reason"] == "rule:1 header"
         for _ in range(2):  # a cache miss, then a hit
             assert client.post(url, json={"model": "ok", **chat}, headers=admin).status_code == 200
         stream = {"model": "ok", "stream": True, "stream_options": {"include_usage": True}}

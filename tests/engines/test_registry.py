@@ -150,7 +150,7 @@ def test_capability_names_are_what_routing_checks_and_listings_show() -> None:
         chat=True, completion=True, embeddings=True, rerank=True, tools=True, vision=True,
         token_counting=True,
     )  # fmt: skip
-    assert everything.names() == ["chat", "completion", "embeddings", "rerank", "tools"]
+    assert everything.names() == ["chat", "completion", "embeddings", "rerank", "tools", "vision"]
     assert Capabilities.for_task("rerank").names() == ["rerank"]
     assert Capabilities.for_task("chat", tools=True).names() == ["chat", "completion", "tools"]
 

@@ -23,7 +23,7 @@ from hearth.models.hub_ref import (
 )
 from hearth.models.pull import pull
 from hearth.models.store import ModelStore
-from support.fake_hub import FakeHub
+from support.fake_hub import COMMIT, FakeHub
 from support.gguf_files import write_gguf
 from support.ports import free_port
 
@@ -112,7 +112,8 @@ def test_pull_by_repo_picks_q4_k_m(
     model = pull("google/gemma-3-270m-GGUF", store, progress=lambda f, d, t: seen.append((f, d, t)))
     assert model.name == "google/gemma-3-270m-GGUF:Q4_K_M"
     assert model.kind == "pulled" and model.copied
-    assert model.path == store.models_dir / "hub/google/gemma-3-270m-GGUF/gemma-3-270m-Q4_K_M.gguf"
+    folder = store.models_dir / "hub/google/gemma-3-270m-GGUF" / COMMIT  # a folder per revision
+    assert model.path == folder / "gemma-3-270m-Q4_K_M.gguf"
     assert model.path.stat().st_size == bundled.stat().st_size
     assert read_gguf_info(model.path).architecture == "gemma3"
     assert seen[-1][1] == seen[-1][2] == bundled.stat().st_size
@@ -178,7 +179,7 @@ def test_a_pull_that_fails_is_resumed_by_the_next_one(
     with pytest.raises(PullError, match=r"interrupted.*9000 bytes are kept.*again resumes"):
         pull(REPO, store)
     assert f"{REPO}:Q4_K_M" not in store
-    partial = store.models_dir / "hub" / REPO / "tiny-Q4_K_M.gguf.partial"
+    partial = store.models_dir / "hub" / REPO / COMMIT / "tiny-Q4_K_M.gguf.partial"
     assert partial.stat().st_size == 9000
 
     model = pull(REPO, store)  # the network is back

@@ -16,6 +16,12 @@ published sha256; `failing = 503` answers every request with that status. `meta[
 the search reports of a repository (`downloads`, `likes`, `trendingScore`, `lastModified`,
 `gguf: {"total": parameters}`). Every request is recorded in `requests`.
 
+Revisions: a repository's files are at commit `commits[repo]` (default COMMIT);
+`new_revision(repo, {name: data})` makes a new commit with those files changed (or added) and
+returns its sha. The model info and downloads at an earlier commit (`/revision/{sha}`,
+`/resolve/{sha}/`) serve that commit's files. `failing_repos[repo] = status` answers that
+repository's model info with that status (a hub that fails for one model only).
+
 Like a hostile mirror, it lists and serves any name `add_file` is given (`../../x.gguf`,
 `/tmp/x.gguf`). A client normalises `..` out of the URL, so a name that climbs out of its
 repository is also served at any path ending in its last part.
@@ -73,6 +79,9 @@ class FakeHub:
     meta: dict[str, dict[str, object]] = field(default_factory=dict)
     failing: int | None = None
     requests: list[Seen] = field(default_factory=list)
+    commits: dict[str, str] = field(default_factory=dict)
+    snapshots: dict[tuple[str, str], dict[str, HubFileData]] = field(default_factory=dict)
+    failing_repos: dict[str, int] = field(default_factory=dict)
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -82,6 +91,26 @@ class FakeHub:
     def add_file(self, repo_id: str, name: str, data: bytes | Path) -> None:
         content = data.read_bytes() if isinstance(data, Path) else data
         self.repos.setdefault(repo_id, {})[name] = HubFileData(content)
+
+    def commit_of(self, repo_id: str) -> str:
+        return self.commits.get(repo_id, COMMIT)
+
+    def new_revision(self, repo_id: str, changes: dict[str, bytes | Path]) -> str:
+        """A new commit of `repo_id` with these files changed or added; returns its sha."""
+        current = self.repos.setdefault(repo_id, {})
+        self.snapshots[(repo_id, self.commit_of(repo_id))] = dict(current)
+        for name, data in changes.items():
+            current[name] = HubFileData(data.read_bytes() if isinstance(data, Path) else data)
+        seed = f"{repo_id} {len(self.snapshots)} {sorted(changes)}".encode()
+        self.commits[repo_id] = hashlib.sha1(seed, usedforsecurity=False).hexdigest()
+        return self.commits[repo_id]
+
+    def files_at(self, repo_id: str, revision: str | None) -> tuple[str, dict[str, HubFileData]]:
+        """(commit, files) of a repository at a revision (its current one unless `revision`
+        names an earlier commit)."""
+        if revision is not None and (repo_id, revision) in self.snapshots:
+            return revision, self.snapshots[(repo_id, revision)]
+        return self.commit_of(repo_id), self.repos.get(repo_id, {})
 
     def ranges_for(self, name: str) -> list[str]:
         return [s.range for s in self.requests if s.path.endswith("/" + name) and s.range]
@@ -138,9 +167,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/api/models":
             self._search(parse_qs(urlsplit(self.path).query), body)
         elif match := _INFO.match(path):
-            self._model_info(match["repo"], "blobs=true" in self.path.lower(), body)
+            self._model_info(match["repo"], match["rev"], "blobs=true" in self.path.lower(), body)
         elif match := _RESOLVE.match(path):
-            self._resolve(match["repo"], match["file"], body)
+            self._resolve(match["repo"], match["file"], body, match["rev"])
         elif climbing := self._climbing(path):
             self._resolve(*climbing, body)
         else:
@@ -171,13 +200,16 @@ class _Handler(BaseHTTPRequestHandler):
         limit = int(query.get("limit", ["1000"])[0])
         self._send_json(200, found[:limit], body)
 
-    def _model_info(self, repo_id: str, blobs: bool, body: bool) -> None:
-        files = self.hub.repos.get(repo_id)
-        if files is None:
+    def _model_info(self, repo_id: str, revision: str | None, blobs: bool, body: bool) -> None:
+        if repo_id in self.hub.failing_repos:
+            self._send_json(self.hub.failing_repos[repo_id], {"error": "unavailable"}, body)
+            return
+        if repo_id not in self.hub.repos:
             self._send_json(
                 404, {"error": "Repository not found"}, body, {"X-Error-Code": "RepoNotFound"}
             )
             return
+        commit, files = self.hub.files_at(repo_id, revision)
         siblings = []
         for name, item in sorted(files.items()):
             sibling: dict[str, object] = {"rfilename": name}
@@ -189,11 +221,12 @@ class _Handler(BaseHTTPRequestHandler):
                     "lfs": {"sha256": item.sha256, "size": size, "pointerSize": 134},
                 }
             siblings.append(sibling)
-        info = {"id": repo_id, "modelId": repo_id, "sha": COMMIT, "siblings": siblings}
+        info = {"id": repo_id, "modelId": repo_id, "sha": commit, "siblings": siblings}
         self._send_json(200, info, body)
 
-    def _resolve(self, repo_id: str, name: str, body: bool) -> None:
-        item = self.hub.repos.get(repo_id, {}).get(name)
+    def _resolve(self, repo_id: str, name: str, body: bool, revision: str | None = None) -> None:
+        commit, files = self.hub.files_at(repo_id, revision)
+        item = files.get(name)
         if item is None:
             self._send_json(
                 404, {"error": "Entry not found"}, body, {"X-Error-Code": "EntryNotFound"}
@@ -224,7 +257,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("ETag", f'"{item.sha256}"')
         self.send_header("X-Linked-Etag", f'"{item.sha256}"')
         self.send_header("X-Linked-Size", str(len(data)))
-        self.send_header("X-Repo-Commit", COMMIT)
+        self.send_header("X-Repo-Commit", commit)
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
         self.end_headers()
@@ -269,6 +302,22 @@ def add_quantized_repo(
     if meta:
         hub.meta[repo_id] = dict(meta)
     return paths
+
+
+def add_vision_repo(
+    hub: FakeHub, repo_id: str, model: Path, projector: Path, projectors: tuple[str, ...]
+) -> None:
+    """A vision model's repository as llama.cpp publishes them: `<name>-F16.gguf` and a projector
+    `mmproj-<TAG>.gguf` for each tag in `projectors`, the same projector with more bytes the
+    higher its precision (padding after the tensor data; only its metadata is read unless it is
+    the one served)."""
+    stem = repo_id.rsplit("/", 1)[-1].removesuffix("-GGUF")
+    hub.add_file(repo_id, f"{stem}-F16.gguf", model)
+    data = projector.read_bytes()
+    padding = {"F32": 2048, "BF16": 1024, "F16": 0, "Q8_0": 0}
+    for tag in projectors:
+        extra = padding.get(tag, 512)
+        hub.add_file(repo_id, f"mmproj-{tag}.gguf", data + b"\0" * extra)
 
 
 @contextmanager

@@ -18,14 +18,27 @@ script, or its default ("ok") when the script is empty:
                            fragments as real upstreams send them
     reasoning              like ok, with `reasoning_content` "<name> thinks" first (streamed:
                            two reasoning deltas, then the content chunks)
+    say:TEXT               a whole answer with content TEXT (and log-probabilities of -0.1 a
+                           word when asked for); not streamed
+    unsure:TEXT            like say, with log-probabilities of -4 a word
+    cut:TEXT               like say, but cut off by max_tokens (finish_reason "length")
+    call:ARGS              a whole answer calling get_weather with the raw arguments ARGS
+
+`POST /{name}/v1/audio/transcriptions` (and /translations) take OpenAI's multipart form and
+record its fields, with the uploaded WAV's shape under "file", in `received`; `ok` answers the
+form's response_format (json, or verbose_json with a segment a second and the `words` asked
+for) with usage in seconds, `nousage` without usage; status, hang and slow work as above.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import math
 import threading
 import time
+import wave
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -33,6 +46,7 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -61,6 +75,7 @@ class ScriptedUpstream:
             routes=[
                 Route("/{name}/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/{name}/v1/models", self._models, methods=["GET"]),
+                Route("/{name}/v1/audio/{task}", self._speech, methods=["POST"]),
             ]
         )
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="critical")
@@ -118,6 +133,8 @@ class ScriptedUpstream:
             await asyncio.sleep(3600)
         if kind == "slow":
             await asyncio.sleep(float(arg))
+        if kind in ("say", "unsure", "cut", "call"):
+            return JSONResponse(_scripted_answer(name, kind, arg, bool(body.get("logprobs"))))
         stream = bool(body.get("stream"))
         usage_wanted = bool((body.get("stream_options") or {}).get("include_usage"))
         if kind == "tools":
@@ -135,6 +152,21 @@ class ScriptedUpstream:
             return _sse(_chunks(name, usage_wanted, drop=kind == "drop"))
         return JSONResponse(_answer(name))
 
+    async def _speech(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        async with request.form() as form:
+            body = await _read_speech_form(request.path_params["task"], form)
+        self.received[name].append(Received(body, dict(request.headers)))
+        kind, _, arg = self._next(name).partition(":")
+        if kind == "status":
+            status, _, retry = arg.partition(":retry=")
+            return _error(int(status), retry or None)
+        if kind == "hang":
+            await asyncio.sleep(3600)
+        if kind == "slow":
+            await asyncio.sleep(float(arg))
+        return JSONResponse(_speech_answer(name, body, usage=kind != "nousage"))
+
     async def _stalled(self, name: str) -> AsyncIterator[bytes]:
         yield _chunk(name, {"role": "assistant", "content": name})
         try:
@@ -142,6 +174,53 @@ class ScriptedUpstream:
         finally:  # Starlette cancels the stream when the client disconnects
             self.abandoned[name] += 1
         yield b"data: [DONE]\n\n"
+
+
+async def _read_speech_form(task: str, form: FormData) -> dict[str, Any]:
+    body: dict[str, Any] = {"task": task}
+    for key, value in form.multi_items():
+        if isinstance(value, str):
+            if key.endswith("[]"):
+                body.setdefault(key, []).append(value)
+            else:
+                body[key] = value
+            continue
+        data = await value.read()
+        with wave.open(io.BytesIO(data), "rb") as source:
+            shape = (source.getnchannels(), source.getframerate(), source.getnframes())
+        body[key] = {
+            "filename": value.filename,
+            "content_type": value.content_type,
+            "channels": shape[0],
+            "rate": shape[1],
+            "seconds": shape[2] / shape[1],
+        }
+    return body
+
+
+def _speech_answer(name: str, form: dict[str, Any], usage: bool) -> dict[str, Any]:
+    seconds = form["file"]["seconds"]
+    count = max(1, math.ceil(seconds))
+    spans = [(float(i), min(seconds, i + 1.0)) for i in range(count)]
+    answer: dict[str, Any] = {"text": " ".join(f"{name} heard {i + 1}." for i in range(count))}
+    if form.get("response_format") == "verbose_json":
+        answer = {"task": form["task"][:-1], "language": "english", "duration": seconds, **answer}
+        answer["segments"] = [
+            {"id": i, "seek": 0, "start": start, "end": end, "text": f" {name} heard {i + 1}.",
+             "tokens": [50364, 400 + i], "temperature": 0.0, "avg_logprob": -0.2,
+             "compression_ratio": 1.1, "no_speech_prob": 0.01}
+            for i, (start, end) in enumerate(spans)
+        ]  # fmt: skip
+        if "word" in form.get("timestamp_granularities[]", []):
+            answer["words"] = [
+                {"word": word, "start": start + j * (end - start) / 3,
+                 "end": start + (j + 1) * (end - start) / 3}
+                for i, (start, end) in enumerate(spans)
+                for j, word in enumerate((name, "heard", f"{i + 1}."))
+            ]  # fmt: skip
+    if usage:
+        answer["usage"] = {"type": "duration", "seconds": math.ceil(seconds)}
+    return answer
 
 
 def _error(status: int, retry_after: str | None = None) -> Response:
@@ -168,6 +247,26 @@ def _answer(name: str) -> dict[str, Any]:
         ],
         "usage": USAGE,
     }
+
+
+def _scripted_answer(name: str, kind: str, arg: str, logprobs: bool) -> dict[str, Any]:
+    answer = _answer(name)
+    choice = answer["choices"][0]
+    if kind == "call":
+        function = {"name": "get_weather", "arguments": arg}
+        call: dict[str, Any] = {"id": "call_1", "type": "function", "function": function}
+        choice["message"] = {"role": "assistant", "content": None, "tool_calls": [call]}
+        choice["finish_reason"] = "tool_calls"
+        return answer
+    choice["message"]["content"] = arg
+    choice["finish_reason"] = "length" if kind == "cut" else "stop"
+    if logprobs:
+        value = -4.0 if kind == "unsure" else -0.1
+        words = arg.split() or [""]
+        choice["logprobs"] = {
+            "content": [{"token": w, "logprob": value, "top_logprobs": []} for w in words]
+        }
+    return answer
 
 
 def _chunk(name: str, delta: dict[str, Any], finish: str | None = None) -> bytes:

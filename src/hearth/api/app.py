@@ -26,7 +26,7 @@ from hearth.api.browser_guard import BrowserGuard, BrowserPolicy
 from hearth.api.errors import install_error_handlers
 from hearth.api.hot_routes import hot_routes
 from hearth.api.observe import RequestObserver
-from hearth.api.openai import chat, completions, embeddings, models, rerank, tokenize
+from hearth.api.openai import audio, chat, completions, embeddings, models, rerank, tokenize
 from hearth.api.services import Services, start_services
 from hearth.config import Settings
 from hearth.errors import ConfigError
@@ -91,7 +91,9 @@ def create_app(settings: Settings, reload_settings: SettingsLoader | None = None
     app.state.tracing = tracing
     app.state.metrics = metrics
     app.state.latency_window = LatencyWindow()  # the dashboard's recent percentiles
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_request_bytes, paths=audio.body_limits(settings)
+    )
     app.add_middleware(AuthGuard)  # keys; inside the observer, so refusals are logged too
     # Host and Origin (DNS rebinding, CSRF): before keys and bodies, inside the observer.
     app.add_middleware(BrowserGuard, policy=BrowserPolicy.from_settings(settings))
@@ -100,7 +102,7 @@ def create_app(settings: Settings, reload_settings: SettingsLoader | None = None
     install_error_handlers(app)
     app.include_router(probes.router)
     app.include_router(prometheus.router)
-    for module in (chat, completions, embeddings, rerank, tokenize, models):
+    for module in (chat, completions, embeddings, rerank, tokenize, models, audio):
         app.include_router(module.router, tags=["openai"])
     app.include_router(admin_models.router)
     app.include_router(admin_settings.router)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -12,16 +13,21 @@ from hearth.errors import APIError, InvalidRequest, RequestTooLarge
 
 class BodySizeLimit:
     """Refuse bodies over `max_bytes`: at once from Content-Length, or as soon as a chunked body
-    grows past the limit."""
+    grows past the limit. `paths` gives some paths their own limit and the setting behind it
+    (audio uploads: `audio.max_bytes`)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, paths: Mapping[str, tuple[int, str]] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.paths = dict(paths or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit, setting = self.paths.get(scope["path"], (self.max_bytes, "max_request_bytes"))
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
             try:
@@ -30,8 +36,8 @@ class BodySizeLimit:
                 error: APIError = InvalidRequest("The Content-Length header is not a number.")
                 await _reply(scope, send, error)
                 return
-            if length > self.max_bytes:
-                await _reply(scope, send, self._too_large(length))
+            if length > limit:
+                await _reply(scope, send, _too_large(length, limit, setting))
                 return
 
         received = 0
@@ -41,17 +47,17 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise self._too_large(received)
+                if received > limit:
+                    raise _too_large(received, limit, setting)
             return message
 
         await self.app(scope, limited_receive, send)
 
-    def _too_large(self, size: int) -> RequestTooLarge:
-        return RequestTooLarge(
-            f"The request body is {size} bytes or more; the limit is {self.max_bytes} bytes "
-            "(setting max_request_bytes)."
-        )
+
+def _too_large(size: int, limit: int, setting: str) -> RequestTooLarge:
+    return RequestTooLarge(
+        f"The request body is {size} bytes or more; the limit is {limit} bytes (setting {setting})."
+    )
 
 
 async def _reply(scope: Scope, send: Send, error: APIError) -> None:

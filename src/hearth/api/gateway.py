@@ -67,6 +67,7 @@ def pipeline_request(
         keep_alive=keep_alive,
         cache_control=request.headers.get("cache-control", "").lower(),
         inputs=payload.inputs(),
+        headers=request.headers,
     )
 
 
@@ -115,6 +116,8 @@ def gateway_headers(request: Request, outcome: Completion | CompletionStream) ->
     }
     if trace.cache is not None:
         headers["x-hearth-cache"] = header_value(trace.cache)
+    if trace.route_reason is not None:
+        headers["x-hearth-route-reason"] = header_value(trace.route_reason)
     headers.update({k: header_value(v) for k, v in outcome.headers.items()})  # x-ratelimit-*
     return headers
 

@@ -14,6 +14,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 
+from hearth.auth.budget_events import BudgetWatcher
+from hearth.auth.budget_webhook import BudgetWebhook
 from hearth.auth.service import KeyService
 from hearth.config import Settings
 from hearth.conversations.store import ResponseStore
@@ -34,10 +36,13 @@ from hearth.pipeline.pipeline import Pipeline
 from hearth.routing.cache import MemoryCache, RedisCache, ResponseCache
 from hearth.routing.health_checks import HealthChecker
 from hearth.routing.router import Router
+from hearth.routing.rules import build_rule_book
 from hearth.scheduler.scheduler import Scheduler
 from hearth.upstream.client import UpstreamClient
+from hearth.upstream.images import ImageFetcher
 from hearth.usage.journal import UsageJournal
 from hearth.usage.recorder import UsageRecorder
+from hearth.usage.savings import check_settings as check_savings_settings
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,8 @@ class Services:
     usage: UsageRecorder
     database: AsyncEngine
     responses: ResponseStore  # stored Responses API answers
+    budget_events: BudgetWatcher | None = None  # thresholds of budgets reached
+    budget_webhook: BudgetWebhook | None = None  # their deliveries, when a webhook is set
 
     async def reload(self, settings: Settings) -> dict[str, str]:
         """Apply new model settings while serving (SIGHUP or POST /admin/reload). Only the
@@ -65,10 +72,14 @@ class Services:
             build_catalogue, settings, self.engine_binary, self.bundled_model
         )
         catalogue.carry_over(self.catalogue)
+        rules = build_rule_book(settings.routes, catalogue)  # before anything changes
         changes = await self.scheduler.adopt(catalogue)
         self.catalogue, self.settings = catalogue, settings
         self.keys.reload(settings)  # team limits
+        if self.budget_events is not None:  # thresholds (the webhook stays as it started)
+            self.budget_events.settings = settings.budgets
         self.router.settings = settings.routing
+        self.router.rules = rules  # classifiers embed their examples again on first use
         log.info("settings reloaded: %s", changes or "no model loaded")
         return changes
 
@@ -130,8 +141,14 @@ class Services:
 
     async def aclose(self) -> None:
         await self.health.aclose()
+        if self.budget_events is not None:
+            await self.budget_events.aclose()
+        if self.budget_webhook is not None:
+            await self.budget_webhook.aclose()
         await self.scheduler.aclose()
         await self.upstream.aclose()
+        if self.router.images is not None:
+            await self.router.images.aclose()
         if self.router.cache is not None:
             await self.router.cache.aclose()
         await self.keys.aclose()
@@ -161,17 +178,22 @@ async def start_services(
     # None: a gateway without llama-server; its llama.cpp models answer 503 saying how to get it.
     located = optional_llama_server(settings.llama_server, settings.tools_dir)
     binary = None if located is None else located.path
+    check_savings_settings(settings.savings)  # the price table, before anything starts
     database = create_engine(settings)
     await migrate(database)
     journal = UsageJournal(settings.data_dir / "usage-journal")
     usage = UsageRecorder(database, settings.usage, journal)
     # First: refuses an exposed address without keys before any engine starts.
     keys = await KeyService.start(settings, database, usage)
+    webhook = None  # made now: a missing secret stops the start before any engine runs
+    if settings.budgets.webhook is not None:
+        webhook = BudgetWebhook(database, settings.budgets.webhook, metrics)
     await usage.start()
     bundled_model = await asyncio.to_thread(ensure_bundled_model, settings.models_dir)
     # The embeddings model joins the store once written (from local files: nothing downloads).
     await asyncio.to_thread(ensure_embeddings_model, settings.models_dir, settings.cache_dir)
     catalogue = await asyncio.to_thread(build_catalogue, settings, binary, bundled_model)
+    rules = build_rule_book(settings.routes, catalogue)  # a bad rule stops the start here
     for name in settings.preload:  # `hearth serve` refuses these before it gets here
         if (missing := catalogue.local(name).unavailable) is not None:
             raise SetupError(missing)
@@ -182,6 +204,7 @@ async def start_services(
         queue_size=settings.load_queue_size,
         request_queue_size=settings.request_queue_size,
         request_queue_timeout=settings.request_queue_timeout,
+        drain_timeout=settings.upstream_timeout,  # a replaced engine's requests may finish
         on_model_ready=lambda name, seconds: metrics.model_load_duration.labels(name).observe(
             seconds
         ),
@@ -203,6 +226,8 @@ async def start_services(
         cache=response_cache(settings),
         tracing=tracing or Tracing(),
         max_entry_bytes=int(settings.cache.max_entry_bytes),
+        rules=rules,
+        images=ImageFetcher(settings.images),
     )
     # Probes read the catalogue each round, so a reload's deployments are probed too.
     health = HealthChecker(
@@ -231,7 +256,22 @@ async def start_services(
     )
     services.responses.start()
     health.start()
+    await start_budget_events(services, metrics, webhook)
     return services
+
+
+async def start_budget_events(
+    services: Services, metrics: HearthMetrics, webhook: BudgetWebhook | None
+) -> None:
+    """Watch budgets for thresholds reached and, with a webhook, deliver the events."""
+    if webhook is not None:
+        webhook.start()
+    services.budget_webhook = webhook
+    wake = None if webhook is None else webhook.wake
+    settings = services.settings.budgets
+    watcher = BudgetWatcher(services.database, services.keys.access, settings, metrics, wake)
+    await watcher.start()
+    services.budget_events = watcher
 
 
 def response_cache(settings: Settings) -> ResponseCache | None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from rich.console import Console
 from hearth.cli.chat_client import ChatClient, ChatError
 from hearth.cli.options import settings_from, settings_options
 from hearth.cli.running import server_url
+from hearth.engines.ports import free_port
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -86,7 +86,7 @@ class ChildServer:
     terminal stops an answer, never the server."""
 
     def __init__(self, config_file: Path | None, data_dir: Path | None, log_path: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         argv = [sys.executable, "-m", "hearth", "serve", "--host", "127.0.0.1"]
@@ -138,10 +138,3 @@ class ChildServer:
         except OSError:
             return ""
         return lines[-1].strip() if lines else ""
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port

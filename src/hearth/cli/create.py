@@ -12,14 +12,11 @@ from hearth.cli.options import settings_from, settings_options
 from hearth.cli.running import admin_headers, server_url
 from hearth.config import Settings
 from hearth.errors import HearthError
+from hearth.models.adapters import AdapterStore
 from hearth.models.presets import Preset, PresetStore, parse_parameter
 from hearth.models.store import ModelStore
 
 RELOAD_TIMEOUT = 30.0
-ADAPTERS_REFUSED = (
-    "adapters are not supported yet: LoRA adapters are not built into Hearth; create the preset "
-    "without --adapter"
-)
 
 
 @click.command()
@@ -35,7 +32,7 @@ ADAPTERS_REFUSED = (
     "--template", type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A file with an Ollama prompt template (stored and shown by /api/show).",
 )  # fmt: skip
-@click.option("--adapter", help="A LoRA adapter (refused: not supported yet).")
+@click.option("--adapter", help="A LoRA adapter of the model (see `hearth adapter ls`).")
 @click.option("--force", is_flag=True, help="Replace a preset of the same name.")
 @settings_options
 def create(
@@ -51,18 +48,22 @@ def create(
 ) -> None:
     """Create a preset NAME: the model --from with a system prompt and default parameters.
 
-    It shares the base model's engine (no extra memory); a request's own system message and
-    parameters win over the preset's. A running server serves it at once.
+    It shares the base model's engine (no extra memory), with one of its LoRA adapters if
+    --adapter names one; a request's own system message and parameters win over the preset's.
+    A running server serves it at once.
     """
-    if adapter is not None:
-        raise click.ClickException(ADAPTERS_REFUSED)
     settings = settings_from(config_file, data_dir=data_dir)
     presets = PresetStore(settings.models_dir)
+    if adapter is not None and adapter not in (known := adapters_of(settings, base)):
+        raise click.ClickException(
+            f"'{base}' has no adapter '{adapter}'; its adapters: {', '.join(known) or 'none'} "
+            "(attach one with `hearth adapter add`)"
+        )
     try:
         parameters = _parameters(params)
         text = template.read_text(encoding="utf-8") if template is not None else None
         preset = presets.create(
-            Preset(name, base, system, parameters, text),
+            Preset(name, base, system, parameters, text, adapter=adapter),
             base_known=base in servable_names(settings, presets.models),
             replace=force,
         )
@@ -94,6 +95,15 @@ def servable_names(settings: Settings, store: ModelStore) -> set[str]:
         names |= set(deployment.aliases)
     for route in settings.routes.values():
         names |= set(route.aliases)
+    return names
+
+
+def adapters_of(settings: Settings, model: str) -> list[str]:
+    """The LoRA adapters a model name has: stored with its model, and in its settings entry."""
+    entry = settings.models.get(model)
+    stored = entry.model if entry is not None else model
+    names = [a.name for a in AdapterStore(settings.models_dir).list(stored)]
+    names += [name for name in (entry.adapters if entry else {}) if name not in names]
     return names
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import click
 
 from hearth import __version__
+from hearth.cli.adapter import adapter
 from hearth.cli.bench import bench
 from hearth.cli.chat import chat
+from hearth.cli.convert import convert, quantize_
 from hearth.cli.create import create
 from hearth.cli.doctor import doctor
 from hearth.cli.keys import keys
-from hearth.cli.models import import_, ls, pull, rm, show
+from hearth.cli.models import import_, ls, outdated, pull, rm, rollback, show
 from hearth.cli.ps import ps, unload
 from hearth.cli.rpc_worker import rpc_worker
 from hearth.cli.run import run
@@ -36,8 +38,14 @@ def cli() -> None:
       hearth search QUERY              GGUF models on the Hub and which quantization fits
       hearth pull owner/repo[:QUANT]   download a GGUF model (no QUANT: the largest that fits)
       hearth import FILE.gguf          register a GGUF file you have
+      hearth convert PATH|owner/repo   a Hugging Face checkpoint (safetensors) into GGUF
+      hearth quantize NAME Q4_K_M      a smaller quantization of a stored model
       hearth ls | show NAME | rm NAME  list, inspect, remove
+      hearth outdated                  pulled models with a newer revision on the Hub
+      hearth pull --update NAME        fetch it (the old one kept as NAME@REV)
+      hearth rollback NAME             serve the previous revision again
       hearth create NAME --from MODEL  a preset: a system prompt and defaults over a model
+      hearth adapter add|ls|rm         LoRA adapters of a model, picked per request as MODEL+NAME
       hearth chat [MODEL]              chat in the terminal (streamed; /help inside)
       hearth run MODEL "prompt"        answer once, for scripts (reads stdin too)
       hearth ps        list the models a running Hearth has loaded
@@ -56,7 +64,12 @@ cli.add_command(setup)
 cli.add_command(doctor)
 for command in (search, pull, import_, ls, show, rm):
     cli.add_command(command)
+cli.add_command(outdated)
+cli.add_command(rollback)
+cli.add_command(convert)
+cli.add_command(quantize_)
 cli.add_command(create)
+cli.add_command(adapter)
 cli.add_command(chat)
 cli.add_command(run)
 cli.add_command(ps)

@@ -1,5 +1,5 @@
 """The tables: API keys, per-request usage rows, hourly roll-ups, the audit log, and stored
-Responses API answers.
+Responses API answers, budget events.
 Times are naive UTC (the same on SQLite and PostgreSQL).
 
 Changes to these go through a new migration in `migrations/versions/`."""
@@ -17,6 +17,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -56,6 +58,11 @@ usage = Table(
     Column("latency_ms", Float, nullable=False),
     Column("ttft_ms", Float),
     Column("cost", Float, nullable=False, default=0.0),
+    # A cascade attempt whose answer the route's checks rejected (routing/cascade.py): its tokens
+    # and cost count, but it is not a request of its own (the request's row follows it).
+    Column("escalated", Boolean, nullable=False, default=False, server_default=false()),
+    # Seconds of audio transcribed or translated (/v1/audio/*); 0 for every other request.
+    Column("audio_seconds", Float, nullable=False, default=0.0, server_default="0"),
     Index("ix_usage_hour", "hour"),
     Index("ix_usage_key_time", "key_id", "time"),
     Index("ix_usage_team_time", "team", "time"),
@@ -111,4 +118,27 @@ responses = Table(
     Column("input_items", Text, nullable=False),  # JSON list: this request's input, normalised
     Column("body", Text, nullable=False),  # JSON: the Response object as answered
     Index("ix_responses_created", "created_at"),
+)
+
+# Budget events: a key or team reached a threshold of its budget in a period. The unique
+# constraint makes each one happen once, whichever replica sees it first, across restarts; the
+# rows are also the webhook's outbox (next_attempt set while a delivery is owed).
+budget_events = Table(
+    "budget_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", DateTime(), nullable=False),
+    Column("subject", String(240), nullable=False),  # "key:<id>" or "team:<name>"
+    Column("period", String(8), nullable=False),  # "day" or "month"
+    Column("period_start", DateTime(), nullable=False),
+    Column("threshold", Integer, nullable=False),  # percent of the budget
+    Column("payload", Text, nullable=False),  # JSON: the webhook body, the same at each try
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt", DateTime()),  # None: nothing (more) to deliver
+    Column("delivered_at", DateTime()),
+    Column("last_error", String(300)),
+    UniqueConstraint(
+        "subject", "period", "period_start", "threshold", name="uq_budget_events_once"
+    ),
+    Index("ix_budget_events_next_attempt", "next_attempt"),
 )

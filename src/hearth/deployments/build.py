@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from hearth.config import BUNDLED_MODEL_NAME, ModelSettings, Settings
 from hearth.deployments.catalogue import Catalogue
-from hearth.deployments.deployment import LocalDeployment, Route
+from hearth.deployments.deployment import LocalDeployment, Route, Target
 from hearth.deployments.remote import add_remote_deployments, add_routes
 from hearth.deployments.replicas import build_replicas
 from hearth.engines.base import Launcher
@@ -21,6 +21,7 @@ from hearth.engines.spec import EngineContext
 from hearth.errors import ConfigError, ModelNotFound
 from hearth.models.presets import PresetStore
 from hearth.models.store import ModelStore
+from hearth.models.versions import canonical_name, revision_names
 from hearth.wire.base import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -39,14 +40,22 @@ def build_catalogue(
     register) builds its launcher. Without llama-server (`binary` None: a gateway) the llama.cpp
     models are still listed, but marked unavailable."""
     store = ModelStore(settings.models_dir)
+    stored_models = store.list()
     models = {
         stored.name: ModelSettings(model=stored.name)
-        for stored in store.list()
+        for stored in stored_models
         if stored.available and stored.name != BUNDLED_MODEL_NAME
     }
     models[BUNDLED_MODEL_NAME] = ModelSettings(model=BUNDLED_MODEL_NAME)
-    models.update(settings.models)
+    models.update({canonical_name(k, store): v for k, v in settings.models.items()})
+    commits, current = revision_names(stored_models)  # NAME@abc1234: see models/versions.py
+    for name, alias in current.items():
+        if name in models and models[name].model == name and alias not in models:
+            models[name] = models[name].model_copy(
+                update={"aliases": [*models[name].aliases, alias]}
+            )
     catalogue = Catalogue(settings.routing.breaker)
+    catalogue.add_revisions(commits)
     registry = engines or default_registry()
     context = EngineContext(settings, detect_accelerators(), store, bundled_model, binary)
     for name, model in models.items():
@@ -57,6 +66,11 @@ def build_catalogue(
             problem = exc.errors()[0]
             where = ".".join(str(part) for part in problem["loc"])
             raise ConfigError(f"models.{name}.defaults.{where}: {problem['msg']}") from None
+        if model.adapters and not built.adapters:
+            raise ConfigError(
+                f"models.{name}.adapters: only llama.cpp models load LoRA adapters this way "
+                f"(this one runs on {built.launcher.kind}; vLLM takes them as vllm.lora_modules)"
+            )
         keep_alive = settings.keep_alive if model.keep_alive is None else model.keep_alive
         try:
             catalogue.add(
@@ -71,6 +85,7 @@ def build_catalogue(
                     max_output_tokens=model.max_output_tokens or settings.max_output_tokens,
                     price=model.price,
                     unavailable=built.unavailable,
+                    adapters=built.adapters,
                     replicas=build_replicas(
                         model,
                         settings,
@@ -84,6 +99,7 @@ def build_catalogue(
             raise ConfigError(f"models.{name}: {exc}") from None
     add_remote_deployments(catalogue, settings)
     add_routes(catalogue, settings)
+    add_adapter_routes(catalogue)
     add_presets(catalogue, PresetStore(settings.models_dir))
     for name in settings.preload:
         try:
@@ -101,6 +117,18 @@ def _launcher(
     return registry.build(name, model, context).launcher
 
 
+def add_adapter_routes(catalogue: Catalogue) -> None:
+    """`MODEL+ADAPTER` for each adapter of a local model: a route over the model's own deployment
+    (one engine serves the model and all its adapters). A `+` is in no stored model's name."""
+    for deployment in catalogue.deployments():
+        for adapter in deployment.adapters:
+            route = Route(f"{deployment.name}+{adapter}", [Target(deployment)], adapter=adapter)
+            try:
+                catalogue.add_route(route)
+            except ValueError:
+                log.warning("adapter route '%s' skipped: the settings use that name", route.name)
+
+
 def add_presets(catalogue: Catalogue, presets: PresetStore) -> None:
     """Each preset as a route over its base's deployments (so it shares the base's engine).
     One whose name the settings took, or whose base is gone, is skipped with a warning."""
@@ -110,7 +138,10 @@ def add_presets(catalogue: Catalogue, presets: PresetStore) -> None:
         except ModelNotFound:
             log.warning("preset '%s' skipped: its base '%s' is gone", preset.name, preset.base)
             continue
-        route = Route(preset.name, list(base.targets), base.strategy, preset=preset)
+        adapter = preset.adapter or base.adapter
+        route = Route(
+            preset.name, list(base.targets), base.strategy, preset=preset, adapter=adapter
+        )
         try:
             catalogue.add_route(route)
         except ValueError:

@@ -19,6 +19,7 @@ from hearth.deployments.deployment import (
     Target,
 )
 from hearth.errors import ModelNotFound
+from hearth.models.store import split_revision
 
 
 class Catalogue:
@@ -27,6 +28,7 @@ class Catalogue:
         self._deployments: dict[str, Deployment] = {}
         self._routes: dict[str, Route] = {}
         self._names: dict[str, Route] = {}  # route names and aliases
+        self._revisions: dict[str, str] = {}  # `NAME@abc1234` → the whole commit
 
     def add(self, deployment: Deployment) -> None:
         """Add a deployment, reachable under its own name and aliases."""
@@ -49,14 +51,38 @@ class Catalogue:
             self._names[name] = route
         self._routes[route.name] = route
 
+    def add_revisions(self, revisions: dict[str, str]) -> None:
+        """Names of pulled models' revisions (`NAME@abc1234`, each a name or alias here) with
+        their whole commits, so that a client may give 7 to 40 digits of one, as git does."""
+        self._revisions.update(revisions)
+
+    def _canonical(self, name: str) -> str:
+        """`NAME@abc1234` for `NAME@abc12345…` when exactly one known revision matches."""
+        if name in self._names:
+            return name
+        base, revision = split_revision(name)
+        if revision is None:
+            return name
+        found = [
+            known
+            for known, commit in self._revisions.items()
+            if known.rpartition("@")[0] == base and commit.startswith(revision)
+        ]
+        return found[0] if len(found) == 1 else name
+
     def resolve(self, name: str) -> Route:
         """The route of a public name or alias."""
         try:
-            return self._names[name]
+            return self._names[self._canonical(name)]
         except KeyError:
             raise ModelNotFound(name, self.names()) from None
 
     def deployment(self, name: str) -> Deployment | None:
+        """The deployment of that name; a revision's name stands for the model serving it."""
+        name = self._canonical(name)
+        if name not in self._deployments and name in self._revisions and name in self._names:
+            route = self._names[name]
+            return route.targets[0].deployment if len(route.targets) == 1 else None
         return self._deployments.get(name)
 
     def local(self, name: str) -> LocalDeployment:

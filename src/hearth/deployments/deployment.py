@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hearth.config import DeploymentTimeouts, Price
+from hearth.config import CascadeSettings, DeploymentTimeouts, Price
 from hearth.deployments.breaker import CircuitBreaker
 from hearth.engines.base import Capabilities, Launcher
 from hearth.models.presets import Preset
@@ -73,6 +73,8 @@ class LocalDeployment:
     # Why it cannot be loaded (its engine is not installed); requests get a 503 saying so.
     unavailable: str | None = None
     replicas: Replicas = field(default_factory=Replicas)
+    # The LoRA adapters its engine loads (models/adapters.py); a request picks one by name.
+    adapters: tuple[str, ...] = ()
     stats: DeploymentStats = field(init=False, repr=False)
 
     kind: Literal["local"] = "local"
@@ -152,6 +154,11 @@ class Route:
     # A preset's route (models/presets.py): the base's targets, with its system prompt and
     # defaults applied to each request by the pipeline.
     preset: Preset | None = None
+    # The LoRA adapter its requests use (a `model+adapter` name, or a preset's): the pipeline
+    # puts it in each request's `adapter` field (pipeline/adapter.py).
+    adapter: str | None = None
+    # The checks of a `cascade` route (routing/cascade.py); None: the defaults.
+    cascade: CascadeSettings | None = None
 
     def capabilities(self) -> list[str]:
         """What at least one of its deployments supports."""

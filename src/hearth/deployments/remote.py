@@ -23,7 +23,7 @@ def remote_deployment(name: str, settings: DeploymentSettings, model: str) -> Re
         name=name,
         url=settings.url.rstrip("/"),
         model=model,
-        capabilities=Capabilities(**{c: True for c in settings.capabilities}),
+        capabilities=Capabilities.named(settings.capabilities),
         api_key=(
             None
             if settings.api_key is None
@@ -98,6 +98,7 @@ def add_routes(catalogue: Catalogue, settings: Settings) -> None:
         if route_settings.strategy == "weighted" and not any(t.weight > 0 for t in targets):
             raise ConfigError(f"routes.{name}: a weighted route needs a weight above 0")
         route = Route(name, targets, route_settings.strategy, list(route_settings.aliases))
+        route.cascade = route_settings.cascade
         try:
             catalogue.add_route(route)
         except ValueError as exc:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from hearth.config import EngineSettings
+from hearth.upstream.speech import SpeechForm
 
-# What routing checks a model serves, and what model listings show (tools included).
-LISTED = ("chat", "completion", "embeddings", "rerank", "tools")
+# What routing checks a model serves, and what model listings show (tools and vision included).
+LISTED = ("chat", "completion", "embeddings", "rerank", "transcription", "tools", "vision")
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,7 @@ class Capabilities:
     completion: bool = False
     embeddings: bool = False
     rerank: bool = False
+    transcription: bool = False  # speech to text: /v1/audio/transcriptions and /translations
     tools: bool = False  # passes `tools` to the model's chat template
     streaming: bool = True  # chat and completion answers can be streamed
     vision: bool = False  # chat messages may carry images
@@ -30,6 +33,18 @@ class Capabilities:
     # The engine accepts a per-request `json_schema` that constrains what it generates (llama.cpp
     # compiles it to a grammar): Hearth forces tool calls with it (routing/constrained.py).
     json_schema: bool = False
+    # The engine loads LoRA adapters with the model and applies one per request (llama.cpp's
+    # per-request `lora`): a model on it may have adapters attached (models/adapters.py).
+    adapters: bool = False
+    # How it takes a transcription when not as Hearth's JSON body (the transformers worker's):
+    # a multipart form, as a whisper.cpp server run by the command engine does.
+    speech_form: SpeechForm | None = None
+
+    @classmethod
+    def named(cls, names: Iterable[str]) -> Capabilities:
+        """The capabilities settings list by name (a remote deployment's `capabilities`)."""
+        flags: dict[str, Any] = dict.fromkeys(names, True)
+        return cls(**flags)
 
     @classmethod
     def for_task(cls, task: str, tools: bool = False) -> Capabilities:
@@ -41,7 +56,8 @@ class Capabilities:
         return cls(chat=True, completion=True, tools=tools)
 
     def names(self) -> list[str]:
-        """The tasks it serves (chat, completion, embeddings, rerank) and `tools`."""
+        """The tasks it serves (chat, completion, embeddings, rerank, transcription), `tools`
+        and `vision`."""
         return [name for name in LISTED if getattr(self, name)]
 
 

@@ -54,6 +54,8 @@ class BuiltEngine:
     memory_bytes: int  # estimated need, counted against the memory budget
     slots: int
     unavailable: str | None = None  # why it cannot start on this machine (clients hear this)
+    # The LoRA adapters loaded with it, by name: a request may pick one (llama.cpp).
+    adapters: tuple[str, ...] = ()
 
 
 Factory = Callable[[ModelEntry, EngineContext], BuiltEngine]

@@ -1,9 +1,10 @@
 """Presets (Ollama's custom models): a name that serves a base model with a system prompt and
 default request fields, stored as `<models_dir>/presets/<quoted name>.json`.
 
-A preset holds no weights and starts no engine: the catalogue gives it the base's deployments,
-and the pipeline prepends its system message (when a chat request has none) and fills in its
-defaults (where the request sets nothing) before routing.
+A preset holds no weights and starts no engine: the catalogue gives it the base's deployments
+(and its adapter, one of the base's LoRA adapters), and the pipeline prepends its system message
+(when a chat request has none) and fills in its defaults (where the request sets nothing) before
+routing.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from urllib.parse import quote
 
 from pydantic import ValidationError
 
+from hearth.config import ADAPTER_NAME, ADAPTER_NAME_RULE
 from hearth.errors import ModelStoreError
 from hearth.models.store import (
     BUILT_IN_NAMES,
@@ -52,6 +54,7 @@ class Preset:
     parameters: dict[str, Any] = field(default_factory=dict)  # Ollama's names, as given
     template: str | None = None  # stored and shown; prompts use the base's chat template
     added: datetime | None = None
+    adapter: str | None = None  # a LoRA adapter of the base (models/adapters.py), by name
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -181,6 +184,10 @@ class PresetStore:
         if preset.template is not None and len(preset.template) > MAX_TEMPLATE_CHARS:
             raise ModelStoreError(f"'template' is at most {MAX_TEMPLATE_CHARS} characters")
         check_parameters(preset.parameters)
+        if preset.adapter is not None and not ADAPTER_NAME.match(preset.adapter):
+            raise ModelStoreError(
+                f"{preset.adapter!r} cannot name an adapter: use {ADAPTER_NAME_RULE}"
+            )
         stamped = Preset(
             preset.name,
             preset.base,
@@ -188,6 +195,7 @@ class PresetStore:
             dict(preset.parameters),
             preset.template,
             preset.added or datetime.now(UTC),
+            preset.adapter,
         )
         write_json_atomically(self._path(preset.name), _to_json(stamped))
         return stamped
@@ -213,6 +221,7 @@ class PresetStore:
                 parameters=dict(data.get("parameters") or {}),
                 template=data.get("template"),
                 added=datetime.fromisoformat(added) if added else None,
+                adapter=data.get("adapter"),
             )
         except FileNotFoundError:
             return None
@@ -230,4 +239,5 @@ def _to_json(preset: Preset) -> dict[str, Any]:
         "parameters": preset.parameters,
         "template": preset.template,
         "added": preset.added.isoformat() if preset.added else None,
+        "adapter": preset.adapter,
     }

@@ -9,8 +9,10 @@ a pull starts.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -40,7 +42,14 @@ from hearth.models.hub_ref import (
     group_choices,
     parse_ref,
 )
-from hearth.models.store import ModelStore, StoredModel, inside, validate_name
+from hearth.models.projector import choose_projector
+from hearth.models.store import (
+    DEFAULT_KEEP_REVISIONS,
+    ModelStore,
+    StoredModel,
+    inside,
+    validate_name,
+)
 
 # (file name, bytes done, total bytes or None); called when a file starts and after each chunk.
 Progress = Callable[[str, int, int | None], None]
@@ -50,6 +59,7 @@ ATTEMPTS = 3  # per file and pull; a pull that still fails keeps the .partial fo
 RETRY_DELAY = 0.5
 API_TIMEOUT = 20.0
 _TRUE = {"1", "ON", "YES", "TRUE"}
+_REVISION_FOLDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 @dataclass(frozen=True)
@@ -79,11 +89,13 @@ def pull(
     quant: str | None = None,
     fit: FitTarget | None = None,
     explain: Callable[[str], None] | None = None,
+    keep: int = DEFAULT_KEEP_REVISIONS,
 ) -> StoredModel:
-    """Download the model `ref` names (see `hub_ref`) and register it as `name` (default
-    `owner/repo:TAG`). Files already downloaded and verified are not fetched again. `quant`
-    overrides the reference's tag; without either, `fit` picks the largest quantization that
-    fits the machine (see `fit`) and `explain` is told why."""
+    """Download the model `ref` names (see `hub_ref`) at the hub's current revision and register
+    it as `name` (default `owner/repo:TAG`). Files already downloaded and verified are not
+    fetched again. `quant` overrides the reference's tag; without either, `fit` picks the
+    largest quantization that fits the machine (see `fit`) and `explain` is told why. A model of
+    that name at another revision keeps it as an earlier one (at most `keep` of them)."""
     parsed = parse_ref(ref)
     if quant:
         parsed = HubRef(parsed.repo_id, tag=quant)
@@ -104,39 +116,77 @@ def pull(
         choice = choose(parsed, files)
     model_name = validate_name(name or f"{parsed.repo_id}:{choice.tag}")
     _check_name_free(store, model_name, parsed.repo_id)
+    # A vision model's projector (mmproj-*.gguf) comes with it: see models/projector.py.
+    projector = choose_projector(files, choice.files[0], choice.tag)
+    fetched = Choice(choice.tag, choice.files + ((projector,) if projector else ()))
 
-    folder = store.models_dir / "hub" / parsed.repo_id
-    for file in choice.files:
+    if not _REVISION_FOLDER.match(revision):
+        raise PullError(
+            f"the hub named the revision of {parsed.repo_id} {revision!r}, which cannot name a "
+            "folder; nothing was downloaded. If HF_ENDPOINT points at a mirror, check it"
+        )
+    existing = _already_there(store, model_name, revision, fetched)
+    if existing is not None:
+        return existing
+    folder = store.models_dir / "hub" / parsed.repo_id / revision
+    for file in fetched.files:
         if not inside(folder / file.name, store.models_dir):
             raise PullError(
                 f"{file.name} from {parsed.repo_id} would be written outside {store.models_dir} "
                 f"(is {folder} a link elsewhere?); nothing was downloaded"
             )
-    _check_disk_space(folder, choice)
+    _check_disk_space(folder, fetched)
     headers = build_hf_headers(token=hub.token)
     paths = []
-    with httpx.Client(
-        follow_redirects=True, timeout=httpx.Timeout(60.0, connect=15.0), headers=headers
-    ) as client:
-        for file in choice.files:
-            url = _file_url(hub, parsed.repo_id, file.name, revision)
-            paths.append(_fetch(client, url, folder / file.name, file, progress))
-    return store.register(
+    try:
+        with httpx.Client(
+            follow_redirects=True, timeout=httpx.Timeout(60.0, connect=15.0), headers=headers
+        ) as client:
+            for file in fetched.files:
+                url = file_url(hub, parsed.repo_id, file.name, revision)
+                paths.append(fetch_file(client, url, folder / file.name, file, progress))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # a revision folder this pull made and left empty
+        raise
+    model, _ = store.record_revision(
         StoredModel(
             name=model_name,
             kind="pulled",
             source=f"{parsed.repo_id}/{choice.files[0].name} (Hugging Face Hub, {revision})",
-            files=tuple(paths),
+            files=tuple(paths[: len(choice.files)]),
             copied=True,
-            size=sum(p.stat().st_size for p in paths),
+            size=sum(p.stat().st_size for p in paths[: len(choice.files)]),
             added=datetime.now(UTC),
             sha256=tuple(f.sha256 or "" for f in choice.files),
+            revision=revision,
+            repo=parsed.repo_id,
+            projector=paths[-1] if projector is not None else None,
         ),
-        replace=True,
+        keep,
     )
+    return model
 
 
-def _file_url(hub: HubSettings, repo_id: str, filename: str, revision: str) -> str:
+def _already_there(
+    store: ModelStore, name: str, revision: str, choice: Choice
+) -> StoredModel | None:
+    """The model `name` if it already serves these files (its projector included) at this
+    revision (also when pulled before revisions had folders of their own): nothing to fetch or
+    record."""
+    if name not in store:
+        return None
+    model = store.get(name)
+    same_files = len(model.all_files) == len(choice.files) and all(
+        path.as_posix().endswith("/" + file.name)
+        for path, file in zip(model.all_files, choice.files, strict=True)
+    )
+    if model.revision == revision and same_files and all(f.is_file() for f in model.all_files):
+        return model
+    return None
+
+
+def file_url(hub: HubSettings, repo_id: str, filename: str, revision: str) -> str:
     return hf_hub_url(repo_id, filename, revision=revision, endpoint=hub.endpoint)
 
 
@@ -228,7 +278,7 @@ def _marker_path(target: Path) -> Path:
     return target.with_name(target.name + ".sha256")
 
 
-def _fetch(
+def fetch_file(
     client: httpx.Client, url: str, target: Path, file: HubFile, progress: Progress | None
 ) -> Path:
     """Download one file to `target` unless it is already there and verified."""

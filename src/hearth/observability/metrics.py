@@ -68,6 +68,13 @@ class HearthMetrics:
             ["deployment", "result"],
             registry=r,
         )
+        self.cascade_escalations = Counter(
+            "hearth_cascade_escalations",
+            "Answers a cascade route rejected, sending the request to its next deployment, by "
+            "the check that failed (routing/cascade.py REJECTIONS).",
+            ["model", "reason"],
+            registry=r,
+        )
         self.fallbacks = Counter(
             "hearth_fallbacks",
             "Requests that moved on to a route's next deployment.",
@@ -81,6 +88,20 @@ class HearthMetrics:
             ["reason"],
             registry=r,
         )
+        self.budget_events = Counter(
+            "hearth_budget_events",
+            "Budget thresholds reached (emitted by this replica), by key or team and percent.",
+            ["kind", "threshold"],
+            registry=r,
+        )
+        self.budget_webhook_deliveries = Counter(
+            "hearth_budget_webhook_deliveries",
+            "Tries to deliver budget events to the webhook: delivered, failed (retried), gave_up.",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("delivered", "failed", "gave_up"):  # at 0 from the start, for rate()
+            self.budget_webhook_deliveries.labels(outcome)
         self.cache = Counter(
             "hearth_cache_lookups", "Response cache lookups, by result.", ["result"], registry=r
         )
@@ -97,6 +118,15 @@ class HearthMetrics:
             "Time Hearth itself spent on a request before its answer started, upstream time "
             "excluded.",
             buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
+
+        self.route_decisions = Counter(
+            "hearth_route_decisions",
+            "Requests to a route with rules, by what chose their deployment: the rule (its "
+            "number and conditions, e.g. 'rule:2 tools' or 'rule:1 class:code') or the route's "
+            "strategy ('strategy:priority'). Labels come from the settings, never the request.",
+            ["model", "reason"],
             registry=r,
         )
 

@@ -18,6 +18,7 @@ from hearth.deployments.catalogue import Catalogue
 from hearth.deployments.deployment import Route
 from hearth.errors import APIError, ClientDisconnected, ModelNotFound, ShuttingDown
 from hearth.pipeline.account import Accountant
+from hearth.pipeline.adapter import select_adapter, unknown_adapter_route
 from hearth.pipeline.admit import Admission
 from hearth.pipeline.request import PipelineRequest
 from hearth.routing.request import RoutedRequest
@@ -51,6 +52,8 @@ class Pipeline:
             priority=request.priority,
             cache_control=request.cache_control,
             inputs=request.inputs,
+            headers=request.headers,
+            caller=request.caller,
         )
         try:
             answer = await self.router.complete(routed)
@@ -120,10 +123,11 @@ class Pipeline:
             route = catalogue.resolve(request.model)
         except ModelNotFound:
             allows = None if caller is None else caller.allows_model
-            raise ModelNotFound(request.model, catalogue.names_visible(allows)) from None
+            raise unknown_adapter_route(request.model, catalogue.names_visible(allows)) from None
         request.trace.model = route.name
         if route.preset is not None:
             request.fields = route.preset.apply(request.fields, request.capability)
+        request.fields = select_adapter(route, request.fields, request.capability)
         ratelimit = await self.admission.admit(caller, request.model, route.name)
         return route, ratelimit
 

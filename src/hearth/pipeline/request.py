@@ -3,6 +3,7 @@ who sent it and how it should be treated."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,3 +24,4 @@ class PipelineRequest:
     keep_alive: float | None = None
     cache_control: str = ""
     inputs: frozenset[str] = frozenset()  # what else the model must accept: "vision" for images
+    headers: Mapping[str, str] | None = None  # the HTTP request's headers (route rules read them)

@@ -23,7 +23,7 @@ from hearth.routing.prompt_prefix import CHUNK_BYTES, prompt_fingerprint
 from hearth.routing.request import RoutedRequest
 from hearth.routing.streams import OpenedStream
 from hearth.scheduler.scheduler import Scheduler
-from hearth.upstream.client import UpstreamClient
+from hearth.upstream.client import Form, UpstreamClient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,18 +34,20 @@ async def call_engine(
     upstream: UpstreamClient,
     deployment: LocalDeployment,
     request: RoutedRequest,
-    body: bytes,
+    body: bytes | Form,
     stack: contextlib.AsyncExitStack,
     tracing: Tracing,
     metrics: HearthMetrics,
+    path: str | None = None,
 ) -> dict[str, Any] | OpenedStream:
     """The engine's answer, or its opened stream. The model stays held (never unloaded) until
     `stack` closes. A model with replicas answers from the one its scheduler picks for the
-    prompt's prefix; the trace and `hearth_replica_choices_total` say which and why."""
+    prompt's prefix; the trace and `hearth_replica_choices_total` say which and why. `body` is
+    JSON, or a multipart `Form` sent to the engine's own `path` (a whisper.cpp server's)."""
     what = f"the engine for model '{deployment.name}'"
     headers = {REQUEST_ID_HEADER: request.request_id}
     tracing.inject(headers)
-    url_path = "/v1" + request.path
+    url_path = path or "/v1" + request.path
     replicas = deployment.replicas
     by_prefix = replicas.max > 1 and replicas.routing == "affinity"
     prefix = prompt_fingerprint(request.fields) if by_prefix else ()
@@ -68,6 +70,8 @@ async def call_engine(
         return await _to_engine(
             supervisor, lambda base: upstream.post(base + url_path, body, what, headers)
         )
+
+    assert not isinstance(body, Form)  # transcriptions, the only forms, are never streamed
 
     async def open_stream(base: str) -> OpenedStream:
         stream = await stack.enter_async_context(

@@ -3,10 +3,22 @@ between the pipeline and the router."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from hearth.auth.keys import KeyRecord
 from hearth.deployments.deployment import Route
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """A cascade attempt whose answer failed the route's checks (routing/cascade.py): its tokens
+    were generated and are accounted for, though the client got another deployment's answer."""
+
+    deployment: str
+    usage: dict[str, Any] | None
+    reason: str  # one of routing.cascade.REJECTIONS
 
 
 @dataclass
@@ -32,6 +44,11 @@ class Trace:
     # What the client finally got, when that is not the HTTP status it was sent: a stream that
     # broke off (its error's status), was left by the client (499) or cut at shutdown (503).
     status: int | None = None
+    # Why the request went where it did, on a route with rules (routing/rules.py): "rule:2 tools",
+    # "rule:1 class:code", "strategy:priority". Built from the settings only, never request text.
+    route_reason: str | None = None
+    # On a cascade route: the attempts whose answers were rejected, in order.
+    escalations: list[Escalation] = field(default_factory=list)
 
 
 @dataclass
@@ -46,7 +63,15 @@ class RoutedRequest:
     priority: int = 0
     cache_control: str = ""
     inputs: frozenset[str] = frozenset()  # what else the model must accept: "vision" for images
+    headers: Mapping[str, str] | None = None  # the client's request headers (for route rules)
+    caller: KeyRecord | None = None  # the key it came with (for route rules)
+    asked: Route | None = None  # the route the client named, when a rule chose `route` instead
 
     @property
     def stream(self) -> bool:
         return bool(self.fields.get("stream"))
+
+    @property
+    def public_name(self) -> str:
+        """The model name the answer carries: the route the client asked for."""
+        return (self.asked or self.route).name

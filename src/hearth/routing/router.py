@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -23,8 +24,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from hearth.config import RoutingSettings
-from hearth.deployments.deployment import Deployment, LocalDeployment, RemoteDeployment
+from hearth.config import CascadeSettings, RoutingSettings
+from hearth.deployments.deployment import (
+    Deployment,
+    LocalDeployment,
+    RemoteDeployment,
+    Route,
+    Target,
+)
 from hearth.errors import (
     APIError,
     EngineNotInstalled,
@@ -40,14 +47,19 @@ from hearth.observability.metrics import HearthMetrics
 from hearth.observability.request_id import REQUEST_ID_HEADER
 from hearth.observability.tracing import Tracing
 from hearth.routing.cache import ResponseCache, cache_key, is_deterministic
+from hearth.routing.cascade import as_client_body, as_stream, rejection, upstream_fields
 from hearth.routing.constrained import constrain, schema_error
 from hearth.routing.engine_call import call_engine
 from hearth.routing.fan_out import gather_all, merge_answers, merge_streams, read_ahead, split
-from hearth.routing.request import RoutedRequest
+from hearth.routing.request import Escalation, RoutedRequest, Trace
+from hearth.routing.rules import RouteRules, RuleBook, decide
 from hearth.routing.strategies import order, saturated
 from hearth.routing.streams import OpenedStream, relay, replay
+from hearth.routing.tokens import count_input_tokens
 from hearth.scheduler.scheduler import Scheduler
 from hearth.upstream.client import Timeouts, UpstreamClient
+from hearth.upstream.images import ImageFetcher
+from hearth.upstream.speech import SpeechCall
 from hearth.wire.outcome import Completion, CompletionStream
 
 log = logging.getLogger(__name__)
@@ -70,11 +82,83 @@ class Router:
     max_entry_bytes: int = 1024 * 1024  # larger answers are not cached
     tracing: Tracing = field(default_factory=Tracing)
     rng: random.Random = field(default_factory=random.Random)
+    rules: RuleBook = field(default_factory=RuleBook)  # task-aware routes (routing/rules.py)
+    # Fetches http(s) images for local engines, which take them only inline (upstream/images.py).
+    images: ImageFetcher | None = None
 
     async def complete(self, request: RoutedRequest) -> Completion | CompletionStream:
         attributes = {"hearth.model": request.route.name, "hearth.strategy": request.route.strategy}
-        with self.tracing.span("route", attributes):
-            return await self._complete(request)
+        with self.tracing.span("route", attributes) as span:
+            route_rules = self.rules.get(request.route)
+            if route_rules is None:
+                return await self._complete(request)
+            request = await self._apply_rules(route_rules, request, span)
+            try:
+                return await self._complete(request)
+            except APIError as exc:
+                reason = request.trace.route_reason or ""
+                exc.headers = {**(exc.headers or {}), "x-hearth-route-reason": reason}
+                raise
+
+    async def _apply_rules(
+        self, route_rules: RouteRules, request: RoutedRequest, span: Any
+    ) -> RoutedRequest:
+        """The request as the route's rules send it, with the reason noted in its trace, the
+        route span and the metrics."""
+
+        async def embed(route: Route, texts: list[str]) -> list[list[float]]:
+            return await self._embed(route, texts, request.request_id)
+
+        decision = await decide(
+            route_rules,
+            request,
+            embed,
+            self._count_tokens,
+            lambda deployment: self.scheduler.get(deployment.name) is not None,
+        )
+        request.trace.route_reason = decision.reason
+        self.metrics.route_decisions.labels(request.route.name, decision.reason).inc()
+        if span is not None:
+            span.set_attribute("hearth.route.reason", decision.reason)
+        if decision.route is None:
+            return request
+        return dataclasses.replace(request, route=decision.route, asked=request.route)
+
+    async def _embed(self, route: Route, texts: list[str], request_id: str) -> list[list[float]]:
+        """Embeddings of `texts` by `route`, through routing like any embeddings request (not
+        accounted to the caller: it is Hearth's own work for the route)."""
+        inner = RoutedRequest(
+            route=route,
+            path="/embeddings",
+            fields={"model": route.name, "input": texts, "encoding_format": "float"},
+            capability="embeddings",
+            request_id=request_id,
+            trace=Trace(started=time.perf_counter()),
+        )
+        answer = await self._complete(inner)
+        if not isinstance(answer, Completion):  # never: embeddings are not streamed
+            await answer.aclose()
+            raise UpstreamError(f"'{route.name}' streamed embeddings")
+        data = answer.body.get("data")
+        items = sorted(
+            (item for item in data if isinstance(item, dict)) if isinstance(data, list) else [],
+            key=lambda item: int(item.get("index") or 0),
+        )
+        vectors = [item.get("embedding") for item in items]
+        usable = [
+            [float(x) for x in v]
+            for v in vectors
+            if isinstance(v, list) and v and all(isinstance(x, int | float) for x in v)
+        ]
+        if len(usable) != len(texts):
+            raise UpstreamError(f"'{route.name}' answered with no usable embeddings")
+        return usable
+
+    async def _count_tokens(
+        self, deployment: LocalDeployment, fields: dict[str, Any], request_id: str
+    ) -> int:
+        route = Route(deployment.name, [Target(deployment)])
+        return await count_input_tokens(self.scheduler, self.upstream, route, fields, request_id)
 
     async def _complete(self, request: RoutedRequest) -> Completion | CompletionStream:
         route = request.route
@@ -107,6 +191,10 @@ class Router:
             self.metrics.cache.labels("miss").inc()
 
         deployments = order(route.strategy, candidates, self.rng)
+        if route.strategy == "cascade" and request.capability in GENERATING:
+            checks = route.cascade or CascadeSettings()
+            if not request.stream or checks.buffer_streams:
+                return await self._cascade(request, deployments, checks, key)
         failures: list[str] = []
         last_error: APIError | None = None
         for position, deployment in enumerate(deployments):
@@ -137,6 +225,79 @@ class Router:
             retry_after=retry_after if last_error is None else None,
         )
         raise _with_attempts(error, request.trace.attempts)
+
+    async def _cascade(
+        self,
+        request: RoutedRequest,
+        deployments: list[Deployment],
+        checks: CascadeSettings,
+        key: str | None,
+    ) -> Completion | CompletionStream:
+        """Each deployment in turn answers whole, and the first answer that passes the checks
+        (routing/cascade.py) is the client's; the last deployment's is taken unchecked, there
+        being no one left to ask. A rejected answer's usage stays in the trace, for accounting."""
+        route, trace = request.route, request.trace
+        attempt = dataclasses.replace(request, fields=upstream_fields(checks, request.fields))
+        failures: list[str] = []
+        for position, deployment in enumerate(deployments):
+            is_last = position == len(deployments) - 1
+            if not deployment.stats.breaker.allows():
+                failures.append(f"{deployment.name}: circuit open")
+                continue
+            try:
+                outcome = await self._try_deployment(deployment, attempt, is_last, None)
+            except _Saturated:
+                failures.append(f"{deployment.name}: at its concurrency limit")
+                continue
+            except APIError as exc:
+                if not _falls_back(exc):
+                    raise _with_attempts(exc, trace.attempts) from None
+                failures.append(f"{deployment.name}: {exc.message}")
+                continue
+            assert isinstance(outcome, Completion)  # attempts are never streamed
+            if is_last:
+                return await self._accepted(request, outcome, key)
+            attributes = {"hearth.deployment": deployment.name}
+            with self.tracing.span("cascade.check", attributes) as span:
+                reason = await asyncio.to_thread(rejection, checks, request.fields, outcome.body)
+                if span is not None:
+                    span.set_attribute("hearth.cascade.rejected", reason or "")
+            if reason is None:
+                return await self._accepted(request, outcome, key)
+            usage = outcome.body.get("usage")
+            trace.escalations.append(
+                Escalation(deployment.name, usage if isinstance(usage, dict) else None, reason)
+            )
+            trace.usage = None
+            self.metrics.cascade_escalations.labels(route.name, reason).inc()
+            failures.append(f"{deployment.name}: answer rejected ({reason})")
+            log.info(
+                "%s: %s's answer rejected (%s), escalating", route.name, deployment.name, reason
+            )
+        error = NoDeploymentAvailable(
+            f"No deployment of '{route.name}' could answer: " + "; ".join(failures) + "."
+        )
+        raise _with_attempts(error, trace.attempts)
+
+    async def _accepted(
+        self, request: RoutedRequest, outcome: Completion, key: str | None
+    ) -> Completion | CompletionStream:
+        body = as_client_body(request.fields, outcome.body)
+        escalations = len(request.trace.escalations)
+        headers = {"x-hearth-escalations": str(escalations)}
+        if not request.stream:
+            if key is not None:  # stored once accepted: a rejected answer is never replayed
+                await self._store(key, json.dumps({"d": outcome.deployment, "body": body}).encode())
+            return dataclasses.replace(outcome, body=body, headers={**outcome.headers, **headers})
+        request.trace.ttft = time.perf_counter() - request.trace.started
+        wants_usage = bool((request.fields.get("stream_options") or {}).get("include_usage"))
+        return CompletionStream(
+            as_stream(body, wants_usage),
+            outcome.deployment,
+            _nothing,
+            outcome.attempts,
+            headers=headers,
+        )
 
     async def _try_deployment(
         self, deployment: Deployment, request: RoutedRequest, is_last: bool, key: str | None
@@ -221,7 +382,7 @@ class Router:
         deployment.stats.observe_ttft(waited)
         if isinstance(opened, dict):
             await stack.aclose()
-            opened["model"] = request.route.name
+            opened["model"] = request.public_name
             trace.usage = opened.get("usage") if isinstance(opened.get("usage"), dict) else None
             if key is not None:
                 await self._store(key, json.dumps({"d": deployment.name, "body": opened}).encode())
@@ -241,6 +402,25 @@ class Router:
         """The engine's answer: a forced tool call constrained (routing/constrained.py), and
         n > 1 choices as n engine requests at once (routing/fan_out.py)."""
         fields = _local_fields(deployment, request)
+        speech_form = deployment.capabilities.speech_form
+        if request.capability == "transcription" and speech_form is not None:
+            # A whisper.cpp server: the audio as a multipart form (upstream/speech.py).
+            speech = SpeechCall.of(speech_form.dialect, fields, request.path)
+            answer = await call_engine(
+                self.scheduler,
+                self.upstream,
+                deployment,
+                request,
+                speech.form(),
+                stack,
+                self.tracing,
+                self.metrics,
+                path=speech_form.path,
+            )
+            assert isinstance(answer, dict)  # never streamed
+            return speech.answer(answer)
+        if self.images is not None and "vision" in request.inputs:
+            fields = await self.images.inline(fields)
         forced = None
         if request.capability == "chat":
             fields, forced = constrain(fields, deployment.capabilities)
@@ -304,7 +484,11 @@ class Router:
                 **(fields.get("stream_options") or {}),
                 "include_usage": True,
             }
-        body = json.dumps(fields).encode()
+        # A transcription goes as OpenAI's multipart form (upstream/speech.py).
+        speech = None
+        if request.capability == "transcription":
+            speech = SpeechCall.of("openai", fields, request.path)
+        body = json.dumps(fields).encode() if speech is None else speech.form(deployment.model)
         what = deployment.describe()
         headers = {**deployment.request_headers(), REQUEST_ID_HEADER: request.request_id}
         self.tracing.inject(headers)
@@ -314,7 +498,9 @@ class Router:
         timeouts = Timeouts(read=limits.first_token, connect=limits.connect, total=limits.total)
         url = deployment.url + request.path
         if not request.stream:
-            return await self.upstream.post(url, body, what, headers, timeouts)
+            answer = await self.upstream.post(url, body, what, headers, timeouts)
+            return answer if speech is None else speech.answer(answer)
+        assert isinstance(body, bytes)
         stream = await stack.enter_async_context(
             self.upstream.open_stream(url, body, what, headers, timeouts)
         )

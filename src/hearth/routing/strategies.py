@@ -52,6 +52,9 @@ def _lowest_cost(targets: list[Target], rng: random.Random) -> list[Target]:
 
 STRATEGIES: dict[str, Callable[[list[Target], random.Random], list[Target]]] = {
     "priority": _priority,
+    # Listed order, cheapest first: each answer is checked before the next is asked
+    # (routing/cascade.py).
+    "cascade": _priority,
     "weighted": _weighted,
     "least-busy": _least_busy,
     "lowest-latency": _lowest_latency,
@@ -73,7 +76,7 @@ def saturated(deployment: Deployment) -> bool:
 def order(strategy: str, targets: list[Target], rng: random.Random) -> list[Deployment]:
     """The deployments to try, in order."""
     ranked = [t.deployment for t in STRATEGIES[strategy](targets, rng)]
-    if len(ranked) == 1:
+    if len(ranked) == 1 or strategy == "cascade":  # a busy cheap one is skipped, not moved last
         return ranked
     free = [d for d in ranked if not saturated(d)]
     return free + [d for d in ranked if saturated(d)]

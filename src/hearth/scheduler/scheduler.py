@@ -14,6 +14,10 @@ A model may run as several replicas (engine processes), each counted against the
 request goes to one of them (see `affinity`). An autoscaled model starts another replica when
 every one is busy and the budget has room without evicting anything, and stops an extra one after
 it has been idle for its replica idle time.
+
+A model whose engine must change while requests use it (a settings reload, or its file after
+`hearth pull --update` or `hearth rollback`) is drained: new requests start the new engine, the
+requests in flight finish on the old one (for at most `drain_timeout` seconds), then it stops.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class Scheduler:
         request_queue_timeout: float | None = None,
         reap_interval: float = 0.5,
         on_model_ready: Callable[[str, float], None] | None = None,
+        drain_timeout: float = 600.0,
     ):
         self.policy = policy
         self.logs_dir = logs_dir
@@ -59,9 +64,12 @@ class Scheduler:
         self.request_queue_timeout = request_queue_timeout
         self.reap_interval = reap_interval
         self.on_model_ready = on_model_ready
+        self.drain_timeout = drain_timeout
         self.waiting = 0
         self._room = asyncio.Condition()
         self._loaded: dict[str, LoadedModel] = {}
+        self._draining: list[LoadedModel] = []  # replaced, finishing their requests
+        self._closing = False
         self._background: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
 
@@ -112,7 +120,7 @@ class Scheduler:
         return replica
 
     def memory_in_use(self) -> int:
-        return sum(m.memory_bytes for m in self._loaded.values())
+        return sum(m.memory_bytes for m in (*self._loaded.values(), *self._draining))
 
     async def make_room_and_load(self, deployment: LocalDeployment) -> LoadedModel:
         """Load a model once it fits: evict idle models (LRU) or wait for busy ones to finish."""
@@ -220,7 +228,9 @@ class Scheduler:
         """Switch loaded models to a new catalogue (after a settings reload). A model whose engine
         command line or replicas changed is reloaded, once; one that is gone is unloaded; any other
         change (keep_alive, aliases, request defaults, replica_routing) applies without touching
-        the engines."""
+        the engines. A reloaded model's requests in flight finish on its old engine (drained),
+        while new ones go to the new engine: started at once when memory allows, else by the
+        first request once the old one has stopped."""
         changes: dict[str, str] = {}
         for name, loaded in list(self._loaded.items()):
             new = catalogue.get(name)
@@ -231,10 +241,42 @@ class Scheduler:
                 loaded.deployment = new
                 changes[name] = "kept"
             else:
-                await self.unload(name)
-                self.load(new, keep_alive=loaded.keep_alive)
+                await self._replace(loaded)
+                if self._room_for(new.memory_bytes * new.replicas.min):
+                    self.load(new, keep_alive=loaded.keep_alive)
                 changes[name] = "reloaded"
         return changes
+
+    async def _replace(self, loaded: LoadedModel) -> None:
+        """Take a model out of service: stopped now when idle, else drained in the background."""
+        name = loaded.deployment.name
+        self._loaded.pop(name, None)
+        if loaded.in_flight == 0:
+            log.info("unloading model %s to reload it", name)
+            await asyncio.gather(*(r.supervisor.stop() for r in loaded.replicas.values()))
+            if not self._room.locked():
+                await self._wake_waiters()
+            return
+        log.info("draining model %s: %d requests finish on its old engine", name, loaded.in_flight)
+        self._draining.append(loaded)
+        self._in_background(self._drain(loaded))
+
+    async def _drain(self, loaded: LoadedModel) -> None:
+        deadline = time.monotonic() + self.drain_timeout
+        while loaded.in_flight and not self._closing and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if loaded.in_flight:
+            log.warning(
+                "model %s still had %d requests after draining; stopping its old engine",
+                loaded.deployment.name,
+                loaded.in_flight,
+            )
+        try:
+            await asyncio.gather(*(r.supervisor.stop() for r in loaded.replicas.values()))
+        finally:
+            self._draining.remove(loaded)
+        log.info("old engine of model %s stopped", loaded.deployment.name)
+        await self._wake_waiters()
 
     def _ready_callback(self, name: str) -> Callable[[float], None] | None:
         callback = self.on_model_ready
@@ -260,6 +302,7 @@ class Scheduler:
         return True
 
     async def aclose(self) -> None:
+        self._closing = True  # drains end now: their engines stop with the others
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -6,6 +6,7 @@ import { askForKey, call, getJSON } from "./api.js";
 import { LineChart } from "./chart.js";
 import { badge, el, fillTable, fmtBytes, fmtCell, fmtNumber, fmtSeconds } from "./dom.js";
 import { startPlayground, updateModelChoices } from "./playground.js";
+import { refreshSavings, startSavings } from "./savings.js";
 
 const POLL_MS = 2000;
 
@@ -223,7 +224,10 @@ async function refresh() {
     setConnection(error.status === 401 ? "key needed" : "offline");
   }
   // Usage changes slowly: every 15th poll (30 s), and when the period changes.
-  if (polls % 15 === 0) refreshUsage();
+  if (polls % 15 === 0) {
+    refreshUsage();
+    refreshSavings();
+  }
   polls += 1;
 }
 
@@ -231,6 +235,7 @@ async function refresh() {
 
 async function start() {
   startPlayground();
+  startSavings();
   document.getElementById("key-button").addEventListener("click", async () => {
     if (await askForKey(true)) refresh();
   });

@@ -191,6 +191,27 @@ def _decode(body: bytes, what: str) -> dict[str, Any]:
     return answer
 
 
+@dataclass(frozen=True)
+class Form:
+    """A multipart/form-data body: text fields and one file (a speech upload, upstream/speech.py),
+    sent where a JSON body would be. Built anew for each send: aiohttp's FormData is single-use."""
+
+    fields: tuple[tuple[str, str], ...]
+    file_field: str
+    filename: str
+    content: bytes
+    content_type: str
+
+    def form_data(self) -> aiohttp.FormData:
+        data = aiohttp.FormData(quote_fields=False)
+        for name, value in self.fields:
+            data.add_field(name, value)
+        data.add_field(
+            self.file_field, self.content, filename=self.filename, content_type=self.content_type
+        )
+        return data
+
+
 class UpstreamClient:
     """One connection pool for every engine and upstream. Create it inside the event loop."""
 
@@ -214,12 +235,26 @@ class UpstreamClient:
     async def post(
         self,
         url: str,
-        body: bytes,
+        body: bytes | Form,
         what: str,
         headers: dict[str, str] | None = None,
         timeouts: Timeouts | None = None,
     ) -> dict[str, Any]:
-        """POST a JSON body; return the decoded JSON answer or raise a Hearth error."""
+        """POST a JSON body (or a multipart `Form`); return the decoded JSON answer or raise a
+        Hearth error."""
+        if isinstance(body, Form):  # aiohttp sets the multipart content type and boundary
+            form = body
+            return await _json_answer(
+                lambda session: session.post(
+                    url,
+                    data=form.form_data(),
+                    headers=headers,
+                    timeout=self._timeout(timeouts),
+                ),
+                self._session,
+                self._fresh,
+                what,
+            )
         return await _json_answer(
             lambda session: session.post(
                 url,

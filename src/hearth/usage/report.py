@@ -17,6 +17,9 @@ from hearth.db.schema import api_keys, rollup_state, usage, usage_hourly
 GroupBy = Literal["key", "team", "model", "deployment"]
 COLUMNS: dict[str, str] = {"key": "key_id", "team": "team", "model": "model"}
 COLUMNS["deployment"] = "deployment"
+# Requests: usage rows less those of rejected cascade attempts, which add tokens and cost to the
+# request whose row follows them but are not requests of their own.
+REQUESTS = func.sum(case((usage.c.escalated, 0), else_=1))
 FIGURES = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost")
 
 
@@ -36,7 +39,7 @@ async def totals(
         results: dict[tuple[Any, ...], list[float]] = {}
         raw = select(
             *[usage.c[n] for n in names],
-            func.count(),
+            REQUESTS,
             func.sum(case((usage.c.status >= 400, 1), else_=0)),
             func.sum(usage.c.prompt_tokens),
             func.sum(usage.c.completion_tokens),
@@ -105,14 +108,14 @@ async def usage_report(engine: AsyncEngine, since_text: str, by: GroupBy) -> lis
     since = parse_since(since_text, utcnow())
     with database_errors("report usage"):
         rows = await totals(engine, since, [by])
-        names = await _key_names(engine) if by == "key" else {}
+        names = await key_names(engine) if by == "key" else {}
     if by == "key":
         for row in rows:
             row["key"] = names.get(row["key"], row["key"]) if row["key"] else None
     return rows
 
 
-async def _key_names(engine: AsyncEngine) -> dict[str, str]:
+async def key_names(engine: AsyncEngine) -> dict[str, str]:
     """How a report shows a key: its visible prefix and name (never more of it)."""
     query = select(api_keys.c.id, api_keys.c.prefix, api_keys.c.name)
     async with engine.connect() as conn:

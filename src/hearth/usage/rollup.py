@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hearth.db.schema import rollup_state, usage, usage_hourly
-from hearth.usage.report import next_rollup_hour
+from hearth.usage.report import REQUESTS, next_rollup_hour
 from hearth.usage.writer import hour_of
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ async def roll_up(engine: AsyncEngine, now: dt.datetime) -> int:
             summary = (
                 select(
                     *columns,
-                    func.count(),
+                    REQUESTS,
                     func.sum(case((usage.c.status >= 400, 1), else_=0)),
                     func.sum(usage.c.prompt_tokens),
                     func.sum(usage.c.completion_tokens),

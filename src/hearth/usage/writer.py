@@ -70,6 +70,8 @@ class UsageWriter:
                         tzinfo=None
                     )
                 row.setdefault("hour", hour_of(row["time"]))
+                row.setdefault("escalated", False)  # rows journaled before the column
+                row.setdefault("audio_seconds", 0.0)  # likewise
             written = 0
             try:
                 async with self.engine.begin() as conn:

@@ -74,6 +74,21 @@ class ModelRequest(OpenAIBaseModel):
         return frozenset()
 
 
+# LoRA adapters (docs/models.md, "Adapters (LoRA)"): a request's `adapter` is a name, or an
+# object with the name and a scale (1: as trained, 0: off).
+MAX_ADAPTER_SCALE = 4.0
+AdapterName = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class AdapterSelection(BaseModel):
+    """`adapter` as an object: which of the model's LoRA adapters, at which strength."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: AdapterName
+    scale: float = Field(1.0, ge=0, le=MAX_ADAPTER_SCALE)
+
+
 class SamplingParams(ModelRequest):
     """Fields shared by chat and legacy completions: OpenAI's, and the extensions llama.cpp
     (and vLLM) read, each checked for type and range, since an engine answers a wrong one
@@ -123,6 +138,7 @@ class SamplingParams(ModelRequest):
     json_schema: FreeForm | None = None
     reasoning_format: Literal["none", "auto", "deepseek", "deepseek-legacy"] | None = None
     chat_template_kwargs: FreeForm | None = None
+    adapter: AdapterName | AdapterSelection | None = None  # a LoRA adapter of the model
 
     @field_validator("stop")
     @classmethod

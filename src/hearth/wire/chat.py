@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from hearth.wire.base import FreeForm, OpenAIBaseModel, SamplingParams
 
 # More would keep an engine's chat-template step busy for minutes; no real conversation needs it.
 MAX_MESSAGES = 4096
 MAX_TOOLS = 128  # OpenAI's own limit
+# Images in one request (Anthropic's own limit): each costs the engine an encoder pass, and a
+# body of tiny ones could otherwise hold a local model for minutes.
+MAX_IMAGES = 100
 VISION = frozenset({"vision"})
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 
@@ -110,6 +113,22 @@ class ChatCompletionRequest(SamplingParams):
     # Passed on: llama-server hands it to the chat template ("none" turns thinking off), which
     # a model that does not reason ignores; remotes read it as OpenAI does.
     reasoning_effort: ReasoningEffort | None = None
+
+    @field_validator("messages")
+    @classmethod
+    def _image_count(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        seen = 0
+        for i, message in enumerate(messages):
+            if not isinstance(message.content, list):
+                continue
+            for j, part in enumerate(message.content):
+                seen += isinstance(part, ImagePart)
+                if seen > MAX_IMAGES:
+                    raise ValueError(
+                        f"messages[{i}].content[{j}] is image {seen}; one request may carry at "
+                        f"most {MAX_IMAGES} images"
+                    )
+        return messages
 
     def inputs(self) -> frozenset[str]:
         for message in self.messages:

@@ -19,35 +19,9 @@ from hearth.errors import InvalidRequest
 from hearth.wire.base import parse_request
 from hearth.wire.outcome import CompletionStream
 from support.hearth_server import HearthServer
+from support.tool_schemas import SCHEMAS, WEATHER
 
 MODEL = "gemma-3-270m"
-WEATHER = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string", "maxLength": 24},
-        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-    },
-    "required": ["city", "unit"],
-    "additionalProperties": False,
-}
-BOOKING = {
-    "type": "object",
-    "properties": {
-        "restaurant": {"type": "string", "maxLength": 24},
-        "party": {
-            "type": "object",
-            "properties": {
-                "size": {"type": "integer", "minimum": 1, "maximum": 12},
-                "seating": {"type": "string", "enum": ["indoor", "outdoor"]},
-            },
-            "required": ["size", "seating"],
-            "additionalProperties": False,
-        },
-    },
-    "required": ["restaurant", "party"],
-    "additionalProperties": False,
-}
-SCHEMAS = {"get_weather": WEATHER, "book_table": BOOKING}
 TOOLS: Any = [
     {"name": name, "description": f"{name} tool", "input_schema": schema}
     for name, schema in SCHEMAS.items()

@@ -23,6 +23,11 @@ WEATHER = {
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
 }
 
+PIXEL = (  # a 1x1 PNG
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWj"
+    "R9awAAAABJRU5ErkJggg=="
+)
+
 
 def request(**fields: Any) -> MessagesRequest:
     body = {"model": "m", "max_tokens": 16, **fields}
@@ -54,7 +59,7 @@ def test_a_conversation_with_tool_use_and_results_goes_in() -> None:
                     {"type": "text", "text": "And tomorrow?"},
                     {
                         "type": "image",
-                        "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"},
+                        "source": {"type": "base64", "media_type": "image/png", "data": PIXEL},
                     },
                 ],
             },
@@ -86,7 +91,7 @@ def test_a_conversation_with_tool_use_and_results_goes_in() -> None:
             "role": "user",
             "content": [
                 {"type": "text", "text": "And tomorrow?"},
-                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}},
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PIXEL}"}},
             ],
         },
     ]

@@ -11,7 +11,7 @@ import httpx
 import ollama
 import pytest
 
-from support.fake_hub import FakeHub
+from support.fake_hub import COMMIT, FakeHub
 from support.gguf_files import write_gguf
 from support.hearth_server import HearthServer, StartHearth
 
@@ -124,7 +124,7 @@ def test_pull_streams_progress_then_serves_the_model(
     assert TINY in listed(client)
     shown = client.show(TINY)
     assert shown.details is not None and shown.details.family == "llama"
-    file = server.data_dir / "models" / "hub" / TINY_REPO / "tiny-Q4_K_M.gguf"
+    file = server.data_dir / "models" / "hub" / TINY_REPO / COMMIT / "tiny-Q4_K_M.gguf"
     assert file.is_file()
 
     # Not streamed; the file is there already, so nothing is fetched again.

@@ -18,35 +18,9 @@ from hearth.api.ollama.reply import Timer, chat_reply
 from hearth.api.ollama.translate import chat_body
 from hearth.wire.base import parse_request
 from support.hearth_server import HearthServer
+from support.tool_schemas import BOOKING, SCHEMAS, WEATHER
 
 MODEL = "gemma-3-270m"
-WEATHER = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string", "maxLength": 24},
-        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-    },
-    "required": ["city", "unit"],
-    "additionalProperties": False,
-}
-BOOKING = {
-    "type": "object",
-    "properties": {
-        "restaurant": {"type": "string", "maxLength": 24},
-        "party": {
-            "type": "object",
-            "properties": {
-                "size": {"type": "integer", "minimum": 1, "maximum": 12},
-                "seating": {"type": "string", "enum": ["indoor", "outdoor"]},
-            },
-            "required": ["size", "seating"],
-            "additionalProperties": False,
-        },
-    },
-    "required": ["restaurant", "party"],
-    "additionalProperties": False,
-}
-SCHEMAS = {"get_weather": WEATHER, "book_table": BOOKING}
 TOOLS: Any = [
     {"type": "function", "function": {"name": name, "description": name, "parameters": schema}}
     for name, schema in SCHEMAS.items()

@@ -105,7 +105,7 @@ def test_format_and_keep_alive() -> None:
 
 def test_images_become_data_uris() -> None:
     assert image_url(PNG, "images[0]")["image_url"]["url"] == f"data:image/png;base64,{PNG}"
-    jpeg = "/9j/4AAQSkZJRgABAQ"
+    jpeg = "/9j/4AAQSkZJRgABAQAAAQABAAD/"
     assert image_url(jpeg, "x")["image_url"]["url"].startswith("data:image/jpeg;base64,")
     [message] = chat_messages([Message(role="user", content="What is it?", images=[PNG])])
     assert message["content"][0] == {"type": "text", "text": "What is it?"}

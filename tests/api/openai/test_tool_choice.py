@@ -12,35 +12,9 @@ import openai
 import pytest
 
 from support.hearth_server import HearthServer
+from support.tool_schemas import SCHEMAS
 
 MODEL = "gemma-3-270m"
-WEATHER = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string", "maxLength": 24},
-        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-    },
-    "required": ["city", "unit"],
-    "additionalProperties": False,
-}
-BOOKING = {
-    "type": "object",
-    "properties": {
-        "restaurant": {"type": "string", "maxLength": 24},
-        "party": {
-            "type": "object",
-            "properties": {
-                "size": {"type": "integer", "minimum": 1, "maximum": 12},
-                "seating": {"type": "string", "enum": ["indoor", "outdoor", "bar"]},
-            },
-            "required": ["size", "seating"],
-            "additionalProperties": False,
-        },
-    },
-    "required": ["restaurant", "party"],
-    "additionalProperties": False,
-}
-SCHEMAS = {"get_weather": WEATHER, "book_table": BOOKING}
 TOOLS: list[Any] = [
     {
         "type": "function",

@@ -13,17 +13,9 @@ import openai
 import pytest
 
 from support.hearth_server import HearthServer
+from support.tool_schemas import WEATHER as WEATHER_SCHEMA
 
 MODEL = "gemma-3-270m"
-WEATHER_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string", "maxLength": 24},
-        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-    },
-    "required": ["city", "unit"],
-    "additionalProperties": False,
-}
 WEATHER: Any = {
     "type": "function",
     "name": "get_weather",

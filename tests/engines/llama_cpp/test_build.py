@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from hearth.engines.llama_cpp import build
-from hearth.engines.llama_cpp.locate import RPC_BINARY_NAME, tools_binary
+from hearth.engines.llama_cpp.locate import (
+    CONVERT_LORA_SCRIPT,
+    QUANTIZE_BINARY_NAME,
+    RPC_BINARY_NAME,
+    conversion_script,
+    tools_binary,
+)
 from hearth.errors import SetupError
 
 
@@ -24,6 +30,9 @@ def test_a_cached_binary_is_reused_without_building(
     cached.write_text("#!/bin/sh\necho 'version: 7 (cafe)'\n")
     cached.chmod(cached.stat().st_mode | stat.S_IEXEC)
     tools_binary(tmp_path, RPC_BINARY_NAME).write_text("#!/bin/sh\n")
+    tools_binary(tmp_path, QUANTIZE_BINARY_NAME).write_text("#!/bin/sh\n")
+    conversion_script(tmp_path).parent.mkdir(parents=True)
+    conversion_script(tmp_path).write_text("")
 
     def no_fetch(*args: object) -> Path:
         raise AssertionError("a cached engine must not be rebuilt")
@@ -32,14 +41,20 @@ def test_a_cached_binary_is_reused_without_building(
     assert build.ensure_llama_server(tmp_path) == cached
 
 
-def test_a_cache_without_rpc_server_is_rebuilt(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "present", [(), (RPC_BINARY_NAME,), (RPC_BINARY_NAME, QUANTIZE_BINARY_NAME)]
+)
+def test_an_incomplete_cache_is_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, present: tuple[str, ...]
 ) -> None:
-    """A cache from before rpc-server was built alongside is completed, not trusted."""
+    """A cache from before rpc-server, llama-quantize or the conversion scripts were kept
+    alongside is completed, not trusted."""
     cached = tools_binary(tmp_path)
     cached.parent.mkdir(parents=True)
     cached.write_text("#!/bin/sh\necho 'version: 7 (cafe)'\n")
     cached.chmod(cached.stat().st_mode | stat.S_IEXEC)
+    for name in present:
+        tools_binary(tmp_path, name).write_text("#!/bin/sh\n")
 
     class Rebuilt(Exception):
         pass
@@ -69,3 +84,7 @@ def test_the_engine_that_make_setup_built_is_the_cached_one(llama_server_binary:
     info = llama_server_binary.parents[1] / "build-info.json"
     assert "llama_cpp_python" in info.read_text()
     assert (llama_server_binary.parent / RPC_BINARY_NAME).is_file()
+    assert (llama_server_binary.parent / QUANTIZE_BINARY_NAME).is_file()
+    scripts = conversion_script(llama_server_binary.parents[2])
+    assert (scripts.parent / CONVERT_LORA_SCRIPT).is_file()
+    assert (scripts.parent / "gguf-py" / "gguf" / "__init__.py").is_file()

@@ -19,6 +19,7 @@ from hearth.api.anthropic.protocol import (
     ToolResultBlock,
     ToolUseBlock,
 )
+from hearth.api.image_parts import base64_image_part
 from hearth.errors import InvalidRequest
 
 # OpenAI finish_reason → Anthropic stop_reason.
@@ -116,7 +117,7 @@ def _messages(message: Message, where: str) -> list[dict[str, Any]]:
         elif isinstance(block, TextBlock):
             parts.append({"type": "text", "text": block.text})
         elif isinstance(block, ImageBlock):
-            parts.append(_image(block))
+            parts.append(_image(block, at))
         elif isinstance(block, DocumentBlock):
             title = f"{block.title}\n\n" if block.title else ""
             parts.append({"type": "text", "text": title + block.source.data})
@@ -184,10 +185,14 @@ def _tool_result(block: ToolResultBlock, where: str) -> dict[str, Any]:
     return {"role": "tool", "tool_call_id": block.tool_use_id, "content": text}
 
 
-def _image(block: ImageBlock) -> dict[str, Any]:
+def _image(block: ImageBlock, where: str) -> dict[str, Any]:
+    """An image block as an OpenAI image part: a URL as it is (fetched later for a local model,
+    upstream/images.py), base64 data checked here, typed by its bytes rather than the block's
+    media_type."""
     source = block.source
-    url = source.url if source.type == "url" else f"data:{source.media_type};base64,{source.data}"
-    return {"type": "image_url", "image_url": {"url": url}}
+    if source.type == "url":
+        return {"type": "image_url", "image_url": {"url": source.url}}
+    return base64_image_part(source.data, f"{where}.source.data")
 
 
 def tool_input(arguments: object) -> dict[str, Any]:

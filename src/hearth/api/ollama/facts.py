@@ -90,7 +90,7 @@ class ModelFacts:
     def capabilities(self) -> list[str]:
         names = self.route.capabilities()
         found = ["completion"] if {"chat", "completion"} & set(names) else []
-        found += [c for c in ("tools", "embeddings") if c in names]
+        found += [c for c in ("tools", "embeddings", "vision") if c in names]
         return ["embedding" if c == "embeddings" else c for c in found]
 
     def template(self) -> str:

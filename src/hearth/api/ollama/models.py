@@ -210,7 +210,12 @@ def _refuse_unsupported(body: CreateRequest) -> None:
             param="modelfile",
         )
     if body.adapters:
-        raise InvalidRequest("'adapters': adapters are not supported yet.", param="adapters")
+        raise InvalidRequest(
+            "'adapters' (uploaded blobs) is not supported: attach a LoRA adapter to the model "
+            "with `hearth adapter add MODEL NAME FILE` and use it as the model 'MODEL+NAME', or "
+            "make a preset of it with `hearth create NAME --from MODEL --adapter NAME`.",
+            param="adapters",
+        )
     for field in ("files", "quantize", "messages"):
         if getattr(body, field):
             raise InvalidRequest(

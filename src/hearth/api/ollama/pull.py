@@ -147,8 +147,9 @@ class _Download:
         async with self.pulls.lock(self.ref):
             target = await asyncio.to_thread(_machine_target, settings)
             model = await asyncio.to_thread(
-                pull, self.ref, store, progress=self.progress, fit=target, explain=self.explain
-            )
+                pull, self.ref, store, progress=self.progress, fit=target, explain=self.explain,
+                keep=settings.store.keep_revisions,
+            )  # fmt: skip
         log.info("pulled %s as %s", self.ref, model.name)
         await reload_catalogue(self.services)
 

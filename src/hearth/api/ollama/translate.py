@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 from typing import Any
 
+from hearth.api.image_parts import base64_image_part
 from hearth.api.ollama.protocol import (
     ChatRequest,
     GenerateRequest,
@@ -40,15 +39,6 @@ _OPTION_FIELDS = {
     "mirostat_eta": "mirostat_eta",
     "num_keep": "n_keep",
 }
-
-# Magic bytes of the image formats clients send, for the data URI's media type.
-_IMAGE_TYPES = (
-    (b"\x89PNG", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF8", "image/gif"),
-    (b"RIFF", "image/webp"),
-    (b"BM", "image/bmp"),
-)
 
 
 def sampling_fields(
@@ -102,12 +92,7 @@ def option_fields(options: Options | None) -> dict[str, Any]:
 
 def image_url(data: str, where: str) -> dict[str, Any]:
     """A base64 image (as Ollama clients send them) as an OpenAI image part with a data URI."""
-    try:
-        head = base64.b64decode(data[:64] + "=" * (-len(data[:64]) % 4), validate=False)
-    except (binascii.Error, ValueError):
-        raise InvalidRequest(f"Invalid value for '{where}': not base64.", param=where) from None
-    media = next((kind for magic, kind in _IMAGE_TYPES if head.startswith(magic)), "image/png")
-    return {"type": "image_url", "image_url": {"url": f"data:{media};base64,{data}"}}
+    return base64_image_part(data, where)
 
 
 def content(text: str, images: list[str] | None, where: str) -> str | list[dict[str, Any]]:

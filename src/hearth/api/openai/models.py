@@ -22,6 +22,8 @@ def _model_card(name: str, route: Route, services: Services) -> dict[str, Any]:
         "capabilities": route.capabilities(),
         "alias_of": None if name == route.name else route.name,
     }
+    if route.adapter is not None:  # `model+adapter`: the model's engine, with a LoRA adapter
+        card["adapter"] = route.adapter
     local = route.local
     if local is not None:
         loaded = services.scheduler.get(local.name)

@@ -1,6 +1,7 @@
 """The command engine as the registry sees it: a model entry whose `command` starts an
 OpenAI-compatible server (SGLang, a custom llama.cpp build, TEI, ...), supervised like the
-built-in engines: restarted when it dies, probed at its `health_path`."""
+built-in engines: restarted when it dies, probed at its `health_path`. With `task:
+transcription` the server is a whisper.cpp server (`whisper-server`), sent multipart forms."""
 
 from __future__ import annotations
 
@@ -9,9 +10,15 @@ import shutil
 
 from hearth.config import ModelSettings
 from hearth.engines.base import Capabilities
-from hearth.engines.command.launcher import PLACEHOLDERS, CommandLauncher, placeholders
+from hearth.engines.command.launcher import (
+    PLACEHOLDERS,
+    CommandLauncher,
+    placeholders,
+    whisper_inference_path,
+)
 from hearth.engines.spec import OWN_SETTINGS, BuiltEngine, EngineContext, EngineSpec, ModelEntry
 from hearth.errors import ConfigError
+from hearth.upstream.speech import SpeechForm
 
 
 def claim(model: ModelSettings, context: EngineContext) -> int | None:
@@ -41,16 +48,24 @@ def build(entry: ModelEntry, context: EngineContext) -> BuiltEngine:
     program = model.command[0]
     if not placeholders([program]) and shutil.which(program) is None:
         raise ConfigError(f"{key}: {program!r} is neither an executable file nor a program on PATH")
+    slots = ENGINE.default_slots
+    capabilities = Capabilities.for_task(model.task or "chat", tools=True)
+    if model.task == "transcription":
+        # A whisper.cpp server: multipart forms to its inference path; it transcribes one
+        # request at a time (a lock), so the rest wait in Hearth's queue, by priority.
+        form = SpeechForm("whisper.cpp", whisper_inference_path(model.command))
+        capabilities = Capabilities(transcription=True, streaming=False, speech_form=form)
+        slots = 1
     launcher = CommandLauncher(
         argv=tuple(model.command),
         model=os.path.expanduser(model.model),
         alias=entry.name,
-        capabilities=Capabilities.for_task(model.task or "chat", tools=True),
+        capabilities=capabilities,
         health_path=model.health_path or "/health",
         served_model=model.served_model,
         env=dict(model.env),
     )
-    return BuiltEngine(launcher, int(model.memory or 0), entry.slots(ENGINE.default_slots))
+    return BuiltEngine(launcher, int(model.memory or 0), entry.slots(slots))
 
 
 ENGINE = EngineSpec(names=("command",), build=build, default_slots=4, claim=claim)

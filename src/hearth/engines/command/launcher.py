@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,6 +21,16 @@ HEALTH_HINT = (
 def placeholders(texts: Iterable[str]) -> set[str]:
     """The placeholder names ({port} → port) used in these strings."""
     return {name for text in texts for name in _PLACEHOLDER.findall(text)}
+
+
+def whisper_inference_path(argv: Iterable[str]) -> str:
+    """Where a whisper.cpp server answers transcriptions: its --request-path (default none)
+    followed by its --inference-path (default /inference), as its command line sets them."""
+    options = {"--request-path": "", "--inference-path": "/inference"}
+    for flag, value in itertools.pairwise(argv):
+        if flag in options:
+            options[flag] = value
+    return options["--request-path"] + options["--inference-path"]
 
 
 def fill(text: str, values: dict[str, str]) -> str:

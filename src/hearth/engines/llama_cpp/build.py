@@ -25,9 +25,12 @@ from pathlib import Path
 from hearth.engines.llama_cpp.flags import CMAKE_FLAGS, LLAMA_CPP_PYTHON_VERSION
 from hearth.engines.llama_cpp.locate import (
     BINARY_NAME,
+    CONVERT_TREE,
+    QUANTIZE_BINARY_NAME,
     RPC_BINARY_NAME,
     RPC_BUILD_TARGET,
     build_key,
+    conversion_script,
     engine_version,
     tools_binary,
 )
@@ -57,11 +60,11 @@ def _build_lock(tools_dir: Path) -> Iterator[None]:
 def ensure_llama_server(
     tools_dir: Path, *, jobs: int | None = None, progress: Progress = _no_progress
 ) -> Path:
-    """Return the cached llama-server, building it (and rpc-server beside it) first if either is
-    missing or llama-server is broken."""
+    """Return the cached llama-server, building it (and rpc-server, llama-quantize and the
+    conversion scripts beside it) first if any is missing or llama-server is broken."""
     target = tools_binary(tools_dir)
     with _build_lock(tools_dir):
-        if target.is_file() and tools_binary(tools_dir, RPC_BINARY_NAME).is_file():
+        if _complete(tools_dir):
             try:
                 engine_version(target)
                 return target
@@ -76,9 +79,19 @@ def ensure_llama_server(
         with tempfile.TemporaryDirectory(dir=build_root) as workdir:
             source = _fetch_sources(Path(workdir), log_path, progress)
             built = _compile(source, log_path, jobs or os.cpu_count() or 2, progress)
-            _install(built, target)
+            _install(built, source, target)
         engine_version(target)
         return target
+
+
+def _complete(tools_dir: Path) -> bool:
+    return (
+        all(
+            tools_binary(tools_dir, name).is_file()
+            for name in (BINARY_NAME, RPC_BINARY_NAME, QUANTIZE_BINARY_NAME)
+        )
+        and conversion_script(tools_dir).is_file()
+    )
 
 
 def _check_toolchain() -> None:
@@ -156,20 +169,36 @@ def _compile(source: Path, log_path: Path, jobs: int, progress: Progress) -> Pat
     progress(f"compiling llama-server with {jobs} jobs", 0)
     _run_logged(
         ["cmake", "--build", str(build_dir), "--target", BINARY_NAME, RPC_BUILD_TARGET,
-         "-j", str(jobs)],
+         QUANTIZE_BINARY_NAME, "-j", str(jobs)],
         log_path, source, on_line,
     )  # fmt: skip
     built = build_dir / "bin"
-    for name in (BINARY_NAME, RPC_BUILD_TARGET):
+    for name in (BINARY_NAME, RPC_BUILD_TARGET, QUANTIZE_BINARY_NAME):
         if not (built / name).is_file():
             raise SetupError(f"the build finished but {built / name} is missing; see {log_path}")
     return built
 
 
-def _install(built: Path, target: Path) -> None:
-    """Both binaries into the cache; llama-server last, since its presence marks a full build."""
+def _install(built: Path, source: Path, target: Path) -> None:
+    """The binaries and conversion scripts into the cache; llama-server last, since its presence
+    marks a full build."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    for built_name, name in ((RPC_BUILD_TARGET, RPC_BINARY_NAME), (BINARY_NAME, BINARY_NAME)):
+    scripts = conversion_script(target.parents[2]).parent
+    partial_scripts = scripts.with_name(".convert.partial")
+    shutil.rmtree(partial_scripts, ignore_errors=True)
+    partial_scripts.mkdir(parents=True)
+    for name in CONVERT_TREE:
+        if (source / name).is_dir():
+            shutil.copytree(source / name, partial_scripts / name)
+        else:
+            shutil.copy2(source / name, partial_scripts / name)
+    shutil.rmtree(scripts, ignore_errors=True)
+    partial_scripts.replace(scripts)
+    for built_name, name in (
+        (RPC_BUILD_TARGET, RPC_BINARY_NAME),
+        (QUANTIZE_BINARY_NAME, QUANTIZE_BINARY_NAME),
+        (BINARY_NAME, BINARY_NAME),
+    ):
         partial = target.with_name(f".{name}.partial")
         shutil.copy2(built / built_name, partial)
         partial.chmod(0o755)

@@ -11,16 +11,18 @@ from pathlib import Path
 from hearth.config import BUNDLED_MODEL_NAME, EngineSettings, ModelSettings, Settings
 from hearth.engines.base import Capabilities
 from hearth.engines.gpu import Accelerators, default_gpu_layers
-from hearth.engines.llama_cpp.launcher import LlamaServerLauncher, bundled_template
+from hearth.engines.llama_cpp.launcher import LlamaServerLauncher, LoraAdapter, bundled_template
 from hearth.engines.llama_cpp.locate import engine_version, locate_llama_server, not_installed
 from hearth.engines.llama_cpp.slot_cache import SlotCache
 from hearth.engines.prompt_cache import PromptCache
 from hearth.engines.spec import FORMAT, BuiltEngine, EngineContext, EngineSpec, ModelEntry
 from hearth.engines.status import EngineStatus
 from hearth.errors import ConfigError, ModelStoreError, SetupError
+from hearth.models.adapters import AdapterStore, check_adapter_file
 from hearth.models.bundled import BUNDLED_TEMPLATE
 from hearth.models.bundled_embeddings import EMBEDDINGS_MODEL_NAME
 from hearth.models.gguf_info import GGUFInfo, estimate_memory, read_gguf_info, split_parts
+from hearth.models.projector import ProjectorInfo, read_projector
 from hearth.models.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -43,16 +45,95 @@ def build(entry: ModelEntry, context: EngineContext) -> BuiltEngine:
         model.engine_settings(context.settings.engine), context.accelerators
     )
     launcher = _launcher(context.llama_server, path, entry.name, engine, template, info, model)
-    if launcher.task == "chat" and context.settings.prompt_cache_max > 0:
+    adapters = _adapters(entry.name, model, context, path, launcher.task)
+    launcher = replace(launcher, adapters=adapters)
+    projector = _projector(entry.name, model, context.store, launcher.task)
+    if projector is not None:
+        vision = "vision" in projector.capabilities
+        capabilities = replace(launcher.capabilities, vision=vision)
+        launcher = replace(launcher, mmproj=projector.path, capabilities=capabilities)
+    # A saved slot may hold a prompt computed with an adapter applied, which llama-server would
+    # then reuse for the base model: no slot cache for a model with adapters.
+    if launcher.task == "chat" and context.settings.prompt_cache_max > 0 and not adapters:
         cache = PromptCache(context.settings.prompt_cache_dir, context.settings.prompt_cache_max)
         slots = SlotCache(cache, entry.name, path, context.llama_server, engine)
         launcher = replace(launcher, slot_cache=slots)
     return BuiltEngine(
         launcher,
-        _memory_need(path, info, engine),
+        _memory_need(path, info, engine) + (_size(projector.path) if projector else 0),
         engine.parallel,
         unavailable=not_installed(entry.name) if context.llama_server is None else None,
+        adapters=tuple(adapter.name for adapter in adapters),
     )
+
+
+def _adapters(
+    name: str, model: ModelSettings, context: EngineContext, path: Path, task: str
+) -> tuple[LoraAdapter, ...]:
+    """The LoRA adapters of an entry: those stored with its model (`hearth adapter add`), then
+    the entry's `adapters` setting (which wins for a name in both)."""
+    found: dict[str, Path] = {}
+    if model.model in context.store:
+        stored = AdapterStore(context.settings.models_dir).list(model.model)
+        found |= {a.name: a.path for a in stored if a.path.is_file()}
+    for adapter, file in model.adapters.items():
+        where = f"models.{name}.adapters.{adapter}"
+        candidate = Path(file).expanduser()
+        if not candidate.is_file():
+            raise ConfigError(
+                f"{where}: {file!r} is not a file; give a LoRA GGUF (`hearth adapter add` "
+                "converts a PEFT adapter folder and stores it with the model)"
+            )
+        try:
+            check_adapter_file(candidate, path)
+        except ModelStoreError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        found[adapter] = candidate
+    if found and task != "chat":
+        raise ConfigError(
+            f"models.{name}: LoRA adapters change chat models; this one serves {task}"
+        )
+    return tuple(LoraAdapter(adapter, file) for adapter, file in found.items())
+
+
+def _projector(
+    name: str, model: ModelSettings, store: ModelStore, task: str
+) -> ProjectorInfo | None:
+    """The multimodal projector a chat model is started with: the entry's `mmproj`, else the one
+    stored with the model. A stored one that went missing is logged and left out (the model then
+    serves text, and an image gets the capability error); a configured one must be right."""
+    if model.mmproj is not None:
+        where = f"models.{name}.mmproj"
+        if task != "chat":
+            raise ConfigError(
+                f"{where}: a projector gives a chat model sight; this one serves {task}"
+            )
+        candidate = Path(model.mmproj).expanduser()
+        if not candidate.is_file():
+            raise ConfigError(
+                f"{where}: {model.mmproj!r} is not a file; give the model's mmproj-*.gguf"
+            )
+        try:
+            return read_projector(candidate)
+        except ModelStoreError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    if task != "chat" or model.model not in store:
+        return None
+    stored = store.get(model.model).projector
+    if stored is None:
+        return None
+    try:
+        return read_projector(stored)
+    except ModelStoreError as exc:
+        log.warning("%s: its projector is left out, so it cannot see images: %s", name, exc)
+        return None
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def status(name: str, settings: Settings, accelerators: Accelerators) -> EngineStatus:
@@ -92,7 +173,12 @@ def _launcher(
     if task == "chat":
         # llama-server falls back to a generic template when the model has none.
         capabilities = Capabilities(
-            chat=True, completion=True, tools=True, token_counting=True, json_schema=True
+            chat=True,
+            completion=True,
+            tools=True,
+            token_counting=True,
+            json_schema=True,
+            adapters=True,
         )
     else:
         capabilities = Capabilities(

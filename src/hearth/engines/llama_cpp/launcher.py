@@ -34,6 +34,14 @@ def bundled_template(name: str) -> Path:
 
 
 @dataclass(frozen=True)
+class LoraAdapter:
+    """A LoRA adapter loaded with the model: its id in llama-server is its place in the list."""
+
+    name: str
+    path: Path
+
+
+@dataclass(frozen=True)
 class LlamaServerLauncher:
     # None: llama-server is not installed. The catalogue marks such a model unavailable, so the
     # scheduler refuses it before anything would run this launcher.
@@ -51,6 +59,8 @@ class LlamaServerLauncher:
     # Saves the busiest slots when it stops and restores them when it starts (None: off).
     slot_cache: SlotCache | None = None
     rpc: tuple[str, ...] = ()  # RPC workers (host:port) that hold part of the model
+    adapters: tuple[LoraAdapter, ...] = ()  # loaded at start, applied per request
+    mmproj: Path | None = None  # multimodal projector: chat messages may carry images
 
     @property
     def model_file(self) -> ModelFile:
@@ -90,6 +100,14 @@ class LlamaServerLauncher:
             argv += ["--jinja", "--chat-template-file", str(self.chat_template_file)]
         else:
             argv += ["--jinja"]
+        if self.mmproj is not None and self.task == "chat":
+            argv += ["--mmproj", str(self.mmproj)]
+        if self.adapters:
+            # Loaded at scale 0: the model answers as it would without them unless a request
+            # names one (its `lora` field, set by prepare_request).
+            for adapter in self.adapters:
+                argv += ["--lora", str(adapter.path)]
+            argv += ["--lora-init-without-apply"]
         argv += s.extra_args
         return EngineCommand(
             argv=argv,
@@ -107,6 +125,9 @@ class LlamaServerLauncher:
             )
 
     def prepare_request(self, body: dict[str, Any]) -> None:
+        chosen = body.pop("adapter", None)
+        if self.adapters:
+            body["lora"] = self._lora(chosen)
         if self.task == "embeddings":
             self._dimensions(body)
             return
@@ -117,6 +138,23 @@ class LlamaServerLauncher:
             body.setdefault("cache_prompt", False)
         if _held_to_json(body):
             _no_json_gaps(body)
+        _images_inline_only(body)
+
+    def _lora(self, chosen: Any) -> list[dict[str, Any]]:
+        """llama-server's per-request `lora`: every adapter, at scale 0 but the chosen one. Always
+        the whole list, never none: on a request without it llama-server keeps the slot's cached
+        prompt, which an adapter request may have computed with the adapter applied."""
+        name, scale = (chosen, 1.0) if isinstance(chosen, str) else (None, 0.0)
+        if isinstance(chosen, dict):
+            name, scale = chosen.get("name"), float(chosen.get("scale", 1.0))
+        names = [adapter.name for adapter in self.adapters]
+        if name is not None and name not in names:
+            raise InvalidRequest(
+                f"The model '{self.alias}' has no adapter '{name}'; its adapters: "
+                f"{', '.join(names)}.",
+                param="adapter",
+            )
+        return [{"id": i, "scale": scale if n == name else 0.0} for i, n in enumerate(names)]
 
 
 # Whitespace JSON admits between its tokens but never inside a string (control characters are
@@ -124,6 +162,26 @@ class LlamaServerLauncher:
 # can wander until its token limit (3 answers in 10 of the bundled model at temperature 1): while
 # the output is held to a schema they are banned, and single spaces remain.
 JSON_GAPS = ("\t", "\n", "\t\t", "\n\n")
+
+
+def _images_inline_only(body: dict[str, Any]) -> None:
+    """Refuse an image this engine would fetch itself: llama-server GETs an http(s) image URL
+    from wherever it points, past every check of Hearth's fetcher (upstream/images.py), which
+    hands it images as data: URLs."""
+    messages = body.get("messages")
+    for i, message in enumerate(messages if isinstance(messages, list) else []):
+        content = message.get("content") if isinstance(message, dict) else None
+        for j, part in enumerate(content if isinstance(content, list) else []):
+            if not isinstance(part, dict) or part.get("type") != "image_url":
+                continue
+            url = (part.get("image_url") or {}).get("url")
+            if not (isinstance(url, str) and url.startswith("data:")):
+                where = f"messages[{i}].content[{j}].image_url.url"
+                raise InvalidRequest(
+                    f"Invalid image in '{where}': this model's engine takes images inline only "
+                    "(a data: URL), and Hearth fetches none for it here.",
+                    param=where,
+                )
 
 
 def _held_to_json(body: dict[str, Any]) -> bool:

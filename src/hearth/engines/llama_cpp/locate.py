@@ -22,6 +22,14 @@ BINARY_NAME = "llama-server"
 # under the name its docs use (its CMake target is ggml-rpc-server).
 RPC_BINARY_NAME = "rpc-server"
 RPC_BUILD_TARGET = "ggml-rpc-server"
+# llama.cpp's quantizer (`hearth quantize`), built from the same tree and flags.
+QUANTIZE_BINARY_NAME = "llama-quantize"
+# The conversion scripts of the same tree (`hearth convert`), copied beside the binaries with the
+# `gguf-py` and `conversion` packages they import: a script and its gguf writer must match the
+# llama-server that reads the result.
+CONVERT_HF_SCRIPT = "convert_hf_to_gguf.py"
+CONVERT_LORA_SCRIPT = "convert_lora_to_gguf.py"
+CONVERT_TREE = (CONVERT_HF_SCRIPT, CONVERT_LORA_SCRIPT, "conversion", "gguf-py")
 
 
 def build_key() -> str:
@@ -36,6 +44,11 @@ def build_key() -> str:
 
 def tools_binary(tools_dir: Path, name: str = BINARY_NAME) -> Path:
     return tools_dir / build_key() / "bin" / name
+
+
+def conversion_script(tools_dir: Path, name: str = CONVERT_HF_SCRIPT) -> Path:
+    """A conversion script of the pinned llama.cpp tree, as `hearth setup` keeps it."""
+    return tools_dir / build_key() / "convert" / name
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,11 @@ HTTP server, started and supervised by Hearth like any other engine.
 
 Embeddings and reranking go through sentence-transformers (a cross-encoder folder scores pairs;
 an embedding model reranks by cosine similarity), chat and completions through transformers with
-the tokenizer's chat template, streamed with TextIteratorStreamer. The model loads before the port
-opens, so `/health` answering 200 means ready. One request runs on the model at a time.
+the tokenizer's chat template, streamed with TextIteratorStreamer (an image-text-to-text folder
+through its processor, images given as data: URLs); a Whisper folder transcribes
+and translates (JSON with the audio as base64 16 kHz WAV, answered as OpenAI's verbose_json).
+The model loads before the port opens, so `/health` answering 200 means ready. One request runs
+on the model at a time.
 """
 
 from __future__ import annotations
@@ -31,9 +34,12 @@ from hearth.engines.transformers.backends import (
     EmbeddingBackend,
     Generation,
     RerankBackend,
+    SpeechBackend,
     WorkerError,
-    load_backend,
+    pick_device,
 )
+from hearth.engines.transformers.folder import Task, inspect_folder
+from hearth.engines.transformers.vision import VisionChatBackend
 
 log = logging.getLogger("hearth.worker")
 
@@ -115,12 +121,31 @@ def create_app(backend: Backend, name: str) -> FastAPI:
     for path in ("/v1/rerank", "/rerank", "/v1/reranking"):
         app.add_api_route(path, rerank, methods=["POST"])
 
+    async def speech(request: Request, translate: bool) -> dict[str, Any]:
+        body = await body_of(request)
+        if not isinstance(backend, SpeechBackend):
+            raise wrong("transcription")
+        model = backend
+        answer: dict[str, Any] = await asyncio.to_thread(
+            run_locked, model.transcribe, body, translate
+        )
+        return answer
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcriptions(request: Request) -> dict[str, Any]:
+        return await speech(request, translate=False)
+
+    @app.post("/v1/audio/translations")
+    async def translations(request: Request) -> dict[str, Any]:
+        return await speech(request, translate=True)
+
     async def generate(request: Request, chat: bool) -> Response:
         body = await body_of(request)
         if not isinstance(backend, ChatBackend):
             raise wrong("chat and completions")
         model = backend
-        generation = model.prepare(body, chat=chat)
+        # Off the event loop: an image request decodes and preprocesses its pictures here.
+        generation = await asyncio.to_thread(model.prepare, body, chat)
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             events = _stream_events(model, generation, name, chat, include_usage, lock)
@@ -241,12 +266,36 @@ async def _stream_events(
         cancelled.set()  # a client that hung up stops the generation
 
 
+def load_backend(
+    path: Path, task: Task | None, device: str | None, dtype: str | None, threads: int | None
+) -> Backend:
+    """The backend for the folder's task (or the one asked for), loaded on the device."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    info = inspect_folder(path)
+    task = task or info.task
+    chosen = pick_device(device)
+    if task == "embeddings":
+        return EmbeddingBackend(path, chosen)
+    if task == "rerank":
+        return RerankBackend(path, chosen, info.is_cross_encoder)
+    if task == "transcription":
+        return SpeechBackend(path, chosen, dtype)
+    if info.vision:
+        return VisionChatBackend(path, chosen, dtype)
+    return ChatBackend(path, chosen, dtype)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m hearth.engines.transformers.worker")
     parser.add_argument("--model", required=True, type=Path, help="Hugging Face model folder")
     parser.add_argument("--port", required=True, type=int)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--task", choices=["chat", "embeddings", "rerank"], default=None)
+    parser.add_argument(
+        "--task", choices=["chat", "embeddings", "rerank", "transcription"], default=None
+    )
     parser.add_argument("--name", default=None, help="model name in answers")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps; default: best")
     parser.add_argument("--dtype", default=None, help="float32, float16, bfloat16; default: auto")
