@@ -148,6 +148,9 @@ def test_an_update_drains_the_old_engine_and_a_route_serves_both_revisions(
     assert not any("error" in event for event in stream.events), stream.events[-1]
     assert stream.is_alive(), f"the stream of {tokens} tokens ended before the update"
     assert old_pid in server.engine_pids()  # draining, not killed
+    listed = httpx.get(f"{server.base_url}/admin/models/loaded").json()["draining"]
+    assert [(m["name"], m["state"], m["pid"]) for m in listed] == [(NAME, "draining", old_pid)]
+    assert "draining" in hearth(server, "ps")
     assert ask(server, NAME).headers["x-hearth-deployment"] == NAME
     new_pid, new_file = engine_of(server, NAME)
     assert new_pid != old_pid and new_file.endswith(f"/{commit}/{FILE}")

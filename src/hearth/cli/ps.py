@@ -43,7 +43,8 @@ def _seconds(value: float | None) -> str:
 @settings_options
 def ps(config_file: Path | None, data_dir: Path | None) -> None:
     """List the models a running Hearth has loaded."""
-    loaded = _admin(settings_from(config_file, data_dir=data_dir), "GET", "/loaded")["data"]
+    answer = _admin(settings_from(config_file, data_dir=data_dir), "GET", "/loaded")
+    loaded = answer["data"] + answer.get("draining", [])
     table = Table()
     columns = ("model", "state", "pid", "replicas", "in flight", "idle", "unloads in", "restarts")
     for column in columns:
@@ -56,10 +57,16 @@ def ps(config_file: Path | None, data_dir: Path | None) -> None:
             str(len(model.get("replicas") or [model])),
             str(model["in_flight"]),
             _seconds(model["idle_for_s"]),
-            "never" if model["keep_alive_s"] < 0 else _seconds(model["expires_in_s"]),
+            _unloads_in(model),
             str(model["restarts"]),
         )
     Console().print(table if loaded else "no models loaded")
+
+
+def _unloads_in(model: dict[str, Any]) -> str:
+    if model["state"] == "draining":  # an old engine after an update or a settings change
+        return "when its requests end"
+    return "never" if model["keep_alive_s"] < 0 else _seconds(model["expires_in_s"])
 
 
 @click.command()

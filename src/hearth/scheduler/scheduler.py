@@ -290,6 +290,10 @@ class Scheduler:
     def loaded(self) -> list[LoadedModel]:
         return [self._loaded[name] for name in sorted(self._loaded)]
 
+    def draining(self) -> list[LoadedModel]:
+        """Replaced models whose old engines are finishing their requests (see `_replace`)."""
+        return list(self._draining)
+
     async def unload(self, name: str) -> bool:
         """Stop a model's engine now, even if requests are using it (they get an error)."""
         loaded = self._loaded.pop(name, None)

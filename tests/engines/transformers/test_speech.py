@@ -20,9 +20,9 @@ import pytest
 
 from hearth.audio.decode import decode_audio
 from hearth.engines.ports import free_port
-from hearth.engines.transformers.backends import _timed
 from hearth.engines.transformers.folder import inspect_folder
 from hearth.engines.transformers.launcher import TransformersLauncher
+from hearth.engines.transformers.speech import _timed
 from support.tiny_audio import make_tiny_whisper, write_tone
 
 pytest.importorskip("transformers", reason="needs the hearth-gateway[transformers] extra")

@@ -15,8 +15,14 @@ router = APIRouter(prefix="/admin/models", tags=["admin"])
 
 @router.get("/loaded", summary="Loaded models: state, requests in flight, idle time, expiry")
 async def loaded_models(request: Request) -> dict[str, Any]:
+    """Loaded models; under `draining`, the old engines of replaced ones (after an update, a
+    rollback or a settings change) still finishing their requests, which stop when those end."""
     now = time.monotonic()
-    return {"data": [m.describe(now) for m in services_of(request).scheduler.loaded()]}
+    scheduler = services_of(request).scheduler
+    return {
+        "data": [m.describe(now) for m in scheduler.loaded()],
+        "draining": [{**m.describe(now), "state": "draining"} for m in scheduler.draining()],
+    }
 
 
 @router.post("/{name:path}/unload", summary="Unload a model now")

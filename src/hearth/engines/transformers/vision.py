@@ -14,8 +14,8 @@ from typing import Any
 from hearth.engines.transformers.backends import (
     ChatBackend,
     WorkerError,
-    _torch_dtype,
-    _transformers,
+    load_transformers,
+    torch_dtype,
 )
 
 _TOKEN_KEYS = ("input_ids", "attention_mask")
@@ -97,14 +97,14 @@ class VisionChatBackend(ChatBackend):
     count (and usage) includes them."""
 
     def __init__(self, path: Path, device: str, dtype: str | None) -> None:
-        transformers = _transformers()
+        transformers = load_transformers()
         self.device = device
         self.processor: Any = transformers.AutoProcessor.from_pretrained(
             str(path), local_files_only=True
         )
         self.tokenizer = self.processor.tokenizer
         self.model = transformers.AutoModelForImageTextToText.from_pretrained(
-            str(path), local_files_only=True, dtype=_torch_dtype(dtype)
+            str(path), local_files_only=True, dtype=torch_dtype(dtype)
         ).to(device)
         self.model.eval()
 

@@ -29,17 +29,19 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from hearth.engines.transformers.backends import (
-    Backend,
     ChatBackend,
     EmbeddingBackend,
     Generation,
     RerankBackend,
-    SpeechBackend,
     WorkerError,
     pick_device,
 )
 from hearth.engines.transformers.folder import Task, inspect_folder
+from hearth.engines.transformers.speech import SpeechBackend
 from hearth.engines.transformers.vision import VisionChatBackend
+
+# What a worker process serves: one model, by its task (a vision model is a ChatBackend).
+Backend = EmbeddingBackend | RerankBackend | ChatBackend | SpeechBackend
 
 log = logging.getLogger("hearth.worker")
 
