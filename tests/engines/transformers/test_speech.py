@@ -7,10 +7,6 @@ and OpenAI-shaped 400s for what it cannot do."""
 from __future__ import annotations
 
 import base64
-import contextlib
-import os
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +15,10 @@ import httpx
 import pytest
 
 from hearth.audio.decode import decode_audio
-from hearth.engines.ports import free_port
 from hearth.engines.transformers.folder import inspect_folder
-from hearth.engines.transformers.launcher import TransformersLauncher
 from hearth.engines.transformers.speech import _timed
 from support.tiny_audio import make_tiny_whisper, write_tone
+from support.worker_process import running_worker
 
 pytest.importorskip("transformers", reason="needs the hearth-gateway[transformers] extra")
 pytest.importorskip("av", reason="needs the hearth-gateway[audio] extra")
@@ -36,32 +31,10 @@ def whisper_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def worker(whisper_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The worker's command line from its launcher, run as a process (module-wide: the model
-    loads once)."""
-    info = inspect_folder(whisper_dir)
-    launcher = TransformersLauncher(whisper_dir, "tiny-whisper", info.task, info.capabilities(),
-                                    threads=1)  # fmt: skip
-    port = free_port("127.0.0.1")
-    command = launcher.command("127.0.0.1", port)
-    log = (tmp_path_factory.mktemp("worker") / "w.log").open("wb")
-    process = subprocess.Popen(
-        command.argv, env={**os.environ, **command.env}, stdout=log, stderr=subprocess.STDOUT
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
-    try:
-        while True:
-            assert process.poll() is None, f"the worker exited: see {log.name}"
-            assert time.monotonic() < deadline, "the worker was not ready in 240 s"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(base_url + command.health_path, timeout=2).status_code == 200:
-                    break
-            time.sleep(0.2)
+    """The worker as a process (module-wide: the model loads once)."""
+    log = tmp_path_factory.mktemp("worker") / "w.log"
+    with running_worker(whisper_dir, "tiny-whisper", log) as base_url:
         yield base_url
-    finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
 
 
 def audio_of(path: Path) -> str:

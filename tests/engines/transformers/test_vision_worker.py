@@ -8,11 +8,7 @@ take (not a data: URL, not an image, a vast canvas, a model without vision) are 
 from __future__ import annotations
 
 import base64
-import contextlib
-import os
 import struct
-import subprocess
-import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,14 +18,13 @@ import httpx
 import openai
 import pytest
 
-from hearth.engines.ports import free_port
 from hearth.engines.transformers.backends import ChatBackend, WorkerError
 from hearth.engines.transformers.folder import inspect_folder
-from hearth.engines.transformers.launcher import TransformersLauncher
 from hearth.engines.transformers.vision import VisionChatBackend
 from support.hearth_server import HearthServer, StartHearth
 from support.hf_models import write_tiny_chat_model
 from support.tiny_models import IMAGE_SIZE, IMAGE_TOKENS_PER_IMAGE, make_tiny_gemma3_vlm, png
+from support.worker_process import running_worker
 
 pytest.importorskip("transformers", reason="needs the hearth-gateway[transformers] extra")
 pytest.importorskip("PIL", reason="needs the hearth-gateway[transformers] extra")
@@ -45,32 +40,10 @@ def vlm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def worker(vlm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The worker's command line from its launcher, run as a process (module-wide: the model
-    loads once)."""
-    info = inspect_folder(vlm_dir)
-    launcher = TransformersLauncher(vlm_dir, "tiny-vlm", info.task, info.capabilities(),
-                                    threads=1)  # fmt: skip
-    port = free_port("127.0.0.1")
-    command = launcher.command("127.0.0.1", port)
-    log = (tmp_path_factory.mktemp("worker") / "w.log").open("wb")
-    process = subprocess.Popen(
-        command.argv, env={**os.environ, **command.env}, stdout=log, stderr=subprocess.STDOUT
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
-    try:
-        while True:
-            assert process.poll() is None, f"the worker exited: see {log.name}"
-            assert time.monotonic() < deadline, "the worker was not ready in 240 s"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(base_url + command.health_path, timeout=2).status_code == 200:
-                    break
-            time.sleep(0.2)
+    """The worker as a process (module-wide: the model loads once)."""
+    log = tmp_path_factory.mktemp("worker") / "w.log"
+    with running_worker(vlm_dir, "tiny-vlm", log) as base_url:
         yield base_url
-    finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
 
 
 def data_url(raw: bytes, media_type: str = "image/png") -> str:
